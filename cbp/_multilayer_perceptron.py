@@ -1,0 +1,1258 @@
+"""Multilayer perceptron estimators: validation and orchestration.
+
+The estimators check their parameters and data, encode labels, allocate
+the flat parameter vector and the working buffers once per fit, and hand
+whole epochs (or, for lbfgs, whole-batch loss/gradient evaluations) to the
+compiled core in :mod:`cbp._core`. They never loop over samples.
+"""
+
+import warnings
+from abc import ABC, abstractmethod
+from numbers import Integral, Real
+
+import numpy as np
+import scipy.optimize
+from sklearn.base import (
+    BaseEstimator,
+    ClassifierMixin,
+    RegressorMixin,
+    _fit_context,
+    is_classifier,
+)
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import accuracy_score, r2_score
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import LabelBinarizer
+from sklearn.utils import check_random_state, column_or_1d, shuffle
+from sklearn.utils._param_validation import Interval, Options, StrOptions
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import type_of_target, unique_labels
+from sklearn.utils.validation import (
+    _check_sample_weight,
+    check_is_fitted,
+    validate_data,
+)
+
+from . import _core
+
+_STOCHASTIC_SOLVERS = ("sgd", "adam")
+
+# Rows per block in prediction and in lbfgs's full-batch passes: the
+# working memory is bounded by the block, not by the number of samples.
+_BLOCK_ELEMENTS = 1 << 21
+_MIN_BLOCK_ROWS = 256
+_MAX_BLOCK_ROWS = 8192
+
+
+def _block_rows(n_samples, width):
+    """Rows per block so that a block holds about ``_BLOCK_ELEMENTS`` values."""
+    rows = _BLOCK_ELEMENTS // max(int(width), 1)
+    rows = min(max(rows, _MIN_BLOCK_ROWS), _MAX_BLOCK_ROWS)
+    return int(max(1, min(rows, n_samples)))
+
+
+class _Layout:
+    """Shapes of a network and where its arrays sit in the flat vector.
+
+    Parameters
+    ----------
+    units : list of int
+        Layer widths, input first, output last.
+    """
+
+    def __init__(self, units):
+        self.units = np.asarray(units, dtype=np.intc)
+        self.offsets, self.n_params = _core.param_offsets(self.units)
+        self.n_layers = len(units) - 1
+
+    def views(self, theta):
+        """Return (coefs, intercepts): lists of views into ``theta``."""
+        L, u, off = self.n_layers, self.units, self.offsets
+        coefs = [
+            theta[off[i] : off[i] + u[i] * u[i + 1]].reshape(u[i], u[i + 1])
+            for i in range(L)
+        ]
+        intercepts = [theta[off[L + i] : off[L + i] + u[i + 1]] for i in range(L)]
+        return coefs, intercepts
+
+    def is_packed(self, theta, coefs, intercepts):
+        """True when ``coefs``/``intercepts`` are exactly the views of ``theta``."""
+        if theta is None or len(coefs) != self.n_layers:
+            return False
+        if len(intercepts) != self.n_layers:
+            return False
+        base = theta.__array_interface__["data"][0]
+        item = theta.itemsize
+        expected_coefs, expected_intercepts = self.views(theta)
+        for arr, ref in zip(coefs + intercepts, expected_coefs + expected_intercepts):
+            if not isinstance(arr, np.ndarray) or arr.dtype != theta.dtype:
+                return False
+            if arr.shape != ref.shape or not arr.flags.c_contiguous:
+                return False
+            if arr.__array_interface__["data"][0] != (
+                ref.__array_interface__["data"][0]
+            ):
+                return False
+        return base is not None and item > 0
+
+    def pack(self, coefs, intercepts, dtype):
+        """Copy ``coefs``/``intercepts`` into a new flat vector of ``dtype``."""
+        shapes = [(int(self.units[i]), int(self.units[i + 1])) for i in range(self.n_layers)]
+        for i, (c, b) in enumerate(zip(coefs, intercepts)):
+            if np.shape(c) != shapes[i] or np.shape(b) != (shapes[i][1],):
+                raise ValueError(
+                    f"coefs_[{i}] has shape {np.shape(c)} and intercepts_[{i}] "
+                    f"{np.shape(b)}; the network needs {shapes[i]} and "
+                    f"({shapes[i][1]},)."
+                )
+        return np.concatenate(
+            [np.asarray(a, dtype=dtype).ravel() for a in list(coefs) + list(intercepts)]
+        )
+
+
+class _StochasticOptimizer:
+    """State of the sgd/adam optimizer between epochs and partial_fit calls.
+
+    The per-parameter state (velocity, or Adam's moments m and v) are flat
+    vectors laid out like the parameters; the core updates them in place.
+    The learning-rate schedule and the stopping rule follow scikit-learn's.
+    """
+
+    def __init__(self, est, n_params, dtype):
+        self.solver = est.solver
+        self.learning_rate_init = float(est.learning_rate_init)
+        self.learning_rate = float(est.learning_rate_init)
+        self.lr_schedule = est.learning_rate
+        self.power_t = float(est.power_t)
+        self.state_1 = np.zeros(n_params, dtype=dtype)
+        self.state_2 = (
+            np.zeros(n_params, dtype=dtype)
+            if self.solver == "adam"
+            else np.zeros(1, dtype=dtype)[:0]
+        )
+        self.step = np.zeros(1, dtype=np.intp)
+
+    def matches(self, n_params, dtype):
+        return self.state_1.shape[0] == n_params and self.state_1.dtype == dtype
+
+    def iteration_ends(self, time_step):
+        """Update the learning rate at the end of an epoch ('invscaling')."""
+        if self.solver == "sgd" and self.lr_schedule == "invscaling":
+            self.learning_rate = self.learning_rate_init / (time_step + 1) ** self.power_t
+
+    def trigger_stopping(self, msg, verbose):
+        """Return True to stop; 'adaptive' sgd divides the rate by 5 instead."""
+        if self.solver != "sgd" or self.lr_schedule != "adaptive":
+            if verbose:
+                print(msg + " Stopping.")
+            return True
+        if self.learning_rate <= 1e-6:
+            if verbose:
+                print(msg + " Learning rate too small. Stopping.")
+            return True
+        self.learning_rate /= 5.0
+        if verbose:
+            print(msg + " Setting learning rate to %f" % self.learning_rate)
+        return False
+
+
+class BaseMultilayerPerceptron(BaseEstimator, ABC):
+    """Base class for MLP classification and regression.
+
+    Warning: This class should not be used directly. Use
+    :class:`MLPClassifier` or :class:`MLPRegressor`.
+    """
+
+    _parameter_constraints: dict = {
+        "hidden_layer_sizes": [
+            "array-like",
+            Interval(Integral, 1, None, closed="left"),
+        ],
+        "activation": [StrOptions({"identity", "logistic", "tanh", "relu"})],
+        "solver": [StrOptions({"lbfgs", "sgd", "adam"})],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [
+            StrOptions({"auto"}),
+            Interval(Integral, 1, None, closed="left"),
+        ],
+        "learning_rate": [StrOptions({"constant", "invscaling", "adaptive"})],
+        "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
+        "power_t": [Interval(Real, 0, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "shuffle": ["boolean"],
+        "random_state": ["random_state"],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+        "momentum": [Interval(Real, 0, 1, closed="both")],
+        "nesterovs_momentum": ["boolean"],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "beta_1": [Interval(Real, 0, 1, closed="left")],
+        "beta_2": [Interval(Real, 0, 1, closed="left")],
+        "epsilon": [Interval(Real, 0, None, closed="neither")],
+        "n_iter_no_change": [
+            Interval(Integral, 1, None, closed="left"),
+            Options(Real, {np.inf}),
+        ],
+        "max_fun": [Interval(Integral, 1, None, closed="left")],
+    }
+
+    @abstractmethod
+    def __init__(
+        self,
+        hidden_layer_sizes,
+        activation,
+        solver,
+        alpha,
+        batch_size,
+        learning_rate,
+        learning_rate_init,
+        power_t,
+        max_iter,
+        loss,
+        shuffle,
+        random_state,
+        tol,
+        verbose,
+        warm_start,
+        momentum,
+        nesterovs_momentum,
+        early_stopping,
+        validation_fraction,
+        beta_1,
+        beta_2,
+        epsilon,
+        n_iter_no_change,
+        max_fun,
+    ):
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.loss = loss
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+
+    # ------------------------------------------------------------------
+    # Parameters: one flat vector, coefs_/intercepts_ are views into it.
+
+    def _layout(self):
+        units = [self.coefs_[0].shape[0]] + [c.shape[1] for c in self.coefs_]
+        layout = getattr(self, "_layout_cache", None)
+        if layout is None or list(layout.units) != units:
+            layout = _Layout(units)
+            self._layout_cache = layout
+        return layout
+
+    def _packed_params(self, dtype=None):
+        """Return the flat parameter vector, packing ``coefs_`` if needed.
+
+        After a fit ``coefs_`` and ``intercepts_`` are views into one flat
+        vector; if they were replaced or cast since, they are packed again
+        into a new vector (and become its views).
+        """
+        layout = self._layout()
+        theta = getattr(self, "_theta", None)
+        if dtype is None:
+            dtype = self.coefs_[0].dtype
+            if dtype not in (np.float32, np.float64):
+                dtype = np.float64
+        if (
+            theta is None
+            or theta.dtype != dtype
+            or not layout.is_packed(theta, self.coefs_, self.intercepts_)
+        ):
+            theta = layout.pack(self.coefs_, self.intercepts_, dtype)
+            self._set_theta(theta, layout)
+        return theta
+
+    def _set_theta(self, theta, layout):
+        self._theta = theta
+        self.coefs_, self.intercepts_ = layout.views(theta)
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        # coefs_ and intercepts_ are pickled; the flat vector is rebuilt
+        state.pop("_theta", None)
+        state.pop("_layout_cache", None)
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if hasattr(self, "coefs_"):
+            self._packed_params()
+
+    # ------------------------------------------------------------------
+    # Initialisation (the same draws as scikit-learn's, in the same order).
+
+    def _initialize(self, y, layer_units, dtype):
+        self.n_iter_ = 0
+        self.t_ = 0
+        self.n_outputs_ = y.shape[1]
+        self.n_layers_ = len(layer_units)
+
+        if not is_classifier(self):
+            self.out_activation_ = "identity"
+        elif self._label_binarizer.y_type_ == "multiclass":
+            self.out_activation_ = "softmax"
+        else:
+            self.out_activation_ = "logistic"
+
+        coefs, intercepts = [], []
+        for i in range(self.n_layers_ - 1):
+            coef_init, intercept_init = self._init_coef(
+                layer_units[i], layer_units[i + 1], dtype
+            )
+            coefs.append(coef_init)
+            intercepts.append(intercept_init)
+        layout = _Layout(layer_units)
+        self._layout_cache = layout
+        self._set_theta(layout.pack(coefs, intercepts, dtype), layout)
+
+        if self.solver in _STOCHASTIC_SOLVERS:
+            self.loss_curve_ = []
+            self._no_improvement_count = 0
+            if self.early_stopping:
+                self.validation_scores_ = []
+                self.best_validation_score_ = -np.inf
+                self.best_loss_ = None
+            else:
+                self.best_loss_ = np.inf
+                self.validation_scores_ = None
+                self.best_validation_score_ = None
+
+    def _init_coef(self, fan_in, fan_out, dtype):
+        # Glorot et al.'s uniform initialisation, as scikit-learn draws it
+        factor = 6.0
+        if self.activation == "logistic":
+            factor = 2.0
+        init_bound = np.sqrt(factor / (fan_in + fan_out))
+        coef_init = self._random_state.uniform(
+            -init_bound, init_bound, (fan_in, fan_out)
+        )
+        intercept_init = self._random_state.uniform(-init_bound, init_bound, fan_out)
+        return coef_init.astype(dtype, copy=False), intercept_init.astype(
+            dtype, copy=False
+        )
+
+    # ------------------------------------------------------------------
+    # Fitting.
+
+    def _core_args(self):
+        """Layer widths, offsets and activation codes, as the core takes them."""
+        layout = self._layout()
+        return (
+            layout.units,
+            layout.offsets,
+            _core.HIDDEN_ACTIVATIONS[self.activation],
+            _core.OUTPUT_ACTIVATIONS[self.out_activation_],
+        )
+
+    def _reported_loss(self, data_loss, penalty):
+        """The loss as scikit-learn reports it.
+
+        The core's data loss sums each sample's loss over the outputs (the
+        objective whose gradient it computes). scikit-learn reports the
+        squared error averaged over outputs too; every other loss summed.
+        """
+        if self.out_activation_ == "identity":
+            data_loss = data_loss / self.n_outputs_
+        return data_loss + penalty
+
+    def _fit(self, X, y, sample_weight=None, incremental=False):
+        hidden_layer_sizes = self.hidden_layer_sizes
+        if not hasattr(hidden_layer_sizes, "__iter__"):
+            hidden_layer_sizes = [hidden_layer_sizes]
+        hidden_layer_sizes = list(hidden_layer_sizes)
+        if np.any(np.array(hidden_layer_sizes) <= 0):
+            raise ValueError(
+                "hidden_layer_sizes must be > 0, got %s." % hidden_layer_sizes
+            )
+        first_pass = not hasattr(self, "coefs_") or (
+            not self.warm_start and not incremental
+        )
+
+        X, y = self._validate_input(X, y, incremental, reset=first_pass)
+        n_samples, n_features = X.shape
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, X, ensure_non_negative=True)
+
+        if y.ndim == 1:
+            y = y.reshape((-1, 1))
+        self.n_outputs_ = y.shape[1]
+        layer_units = [n_features] + hidden_layer_sizes + [self.n_outputs_]
+
+        self._random_state = check_random_state(self.random_state)
+
+        if first_pass:
+            self._initialize(y, layer_units, X.dtype)
+        elif [c.shape for c in self.coefs_] != [
+            (a, b) for a, b in zip(layer_units[:-1], layer_units[1:])
+        ]:
+            raise ValueError(
+                "The network's shape changed since the last fit: "
+                f"coefs_ have shapes {[c.shape for c in self.coefs_]}, the "
+                f"data and hidden_layer_sizes need layer widths {layer_units}. "
+                "Use warm_start=False to start afresh."
+            )
+
+        dtype = X.dtype
+        theta = self._packed_params(dtype)
+        Y = np.ascontiguousarray(y, dtype=dtype)
+        if sample_weight is None:
+            sw = np.ones(n_samples, dtype=dtype)
+        else:
+            sw = np.ascontiguousarray(sample_weight, dtype=dtype)
+
+        if self.solver in _STOCHASTIC_SOLVERS:
+            self._fit_stochastic(X, Y, sw, sample_weight is not None, incremental)
+        else:
+            self._fit_lbfgs(X, Y, sw)
+
+        theta = self._theta
+        if not np.isfinite(theta).all():
+            raise ValueError(
+                "Solver produced non-finite parameter weights. The input data may"
+                " contain large values and need to be preprocessed."
+            )
+        return self
+
+    def _fit_lbfgs(self, X, Y, sw):
+        theta = self._theta
+        units, offsets, hidden_act, out_act = self._core_args()
+        layout = self._layout()
+        n_samples = X.shape[0]
+        width = _core.train_workspace_size(units, 1)
+        rows = _block_rows(n_samples, width)
+        work = np.empty(_core.train_workspace_size(units, rows), dtype=theta.dtype)
+        grad = np.empty_like(theta)
+        alpha = float(self.alpha)
+
+        def loss_grad(x):
+            theta[:] = x
+            data, penalty = _core.loss_grad(
+                theta, grad, X, Y, sw, units, offsets, hidden_act, out_act,
+                alpha, work, rows, _core.max_threads(),
+            )
+            return data + penalty, grad.astype(np.float64)
+
+        opt_res = scipy.optimize.minimize(
+            loss_grad,
+            theta.astype(np.float64),
+            method="L-BFGS-B",
+            jac=True,
+            options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol},
+        )
+        self.n_iter_ = _check_optimize_result(opt_res, self.max_iter)
+        theta[:] = opt_res.x
+        data, penalty = _core.loss_grad(
+            theta, grad, X, Y, sw, units, offsets, hidden_act, out_act, alpha,
+            work, rows, _core.max_threads(),
+        )
+        self.loss_ = self._reported_loss(data, penalty)
+        self._set_theta(theta, layout)
+        if self.verbose:
+            print("L-BFGS-B: %d iterations, loss = %.8f" % (self.n_iter_, self.loss_))
+
+    def _fit_stochastic(self, X, Y, sw, weighted, incremental):
+        theta = self._theta
+        dtype = theta.dtype
+        n_params = theta.shape[0]
+        units, offsets, hidden_act, out_act = self._core_args()
+
+        optimizer = getattr(self, "_optimizer", None)
+        if (
+            not incremental
+            or optimizer is None
+            or not optimizer.matches(n_params, dtype)
+        ):
+            optimizer = self._optimizer = _StochasticOptimizer(self, n_params, dtype)
+
+        if self.early_stopping and incremental:
+            raise ValueError("partial_fit does not support early_stopping=True")
+        early_stopping = self.early_stopping
+        if early_stopping:
+            # don't stratify in multilabel classification
+            should_stratify = is_classifier(self) and self.n_outputs_ == 1
+            stratify = Y if should_stratify else None
+            X_train, X_val, Y_train, Y_val, sw_train, sw_val = train_test_split(
+                X,
+                Y,
+                sw,
+                random_state=self._random_state,
+                test_size=self.validation_fraction,
+                stratify=stratify,
+            )
+            if X_val.shape[0] < 2:
+                raise ValueError(
+                    "The validation set is too small. Increase 'validation_fraction' "
+                    "or the size of your dataset."
+                )
+            X_train = np.ascontiguousarray(X_train)
+            Y_train = np.ascontiguousarray(Y_train)
+            sw_train = np.ascontiguousarray(sw_train)
+            if is_classifier(self):
+                y_val = self._label_binarizer.inverse_transform(Y_val)
+            else:
+                y_val = Y_val if Y_val.shape[1] > 1 else Y_val.ravel()
+            if not weighted:
+                sw_val = None
+        else:
+            X_train, Y_train, sw_train = X, Y, sw
+            X_val = y_val = sw_val = None
+
+        n_samples = X_train.shape[0]
+        sample_idx = np.arange(n_samples, dtype=np.intp)
+        if self.batch_size == "auto":
+            batch_size = min(200, n_samples)
+        else:
+            if self.batch_size > n_samples:
+                warnings.warn(
+                    "Got `batch_size` less than 1 or larger than "
+                    "sample size. It is going to be clipped"
+                )
+            batch_size = int(np.clip(self.batch_size, 1, n_samples))
+
+        work = np.empty(_core.train_workspace_size(units, batch_size), dtype=dtype)
+        grad = np.empty_like(theta)
+        solver_code = _core.SOLVERS[self.solver]
+        n_threads = _core.max_threads()
+
+        try:
+            self.n_iter_ = 0
+            for _ in range(self.max_iter):
+                if self.shuffle:
+                    sample_idx = shuffle(sample_idx, random_state=self._random_state)
+                    order = np.ascontiguousarray(sample_idx, dtype=np.intp)
+                else:
+                    order = None
+                epoch_start = theta.copy()
+                sum_data, sum_penalty, _, status = _core.train_epoch(
+                    theta, grad, optimizer.state_1, optimizer.state_2,
+                    X_train, Y_train, sw_train, order, batch_size,
+                    units, offsets, hidden_act, out_act, float(self.alpha),
+                    solver_code, optimizer.learning_rate, float(self.momentum),
+                    bool(self.nesterovs_momentum), float(self.beta_1),
+                    float(self.beta_2), float(self.epsilon), optimizer.step,
+                    work, n_threads,
+                )
+                if status != _core.STATUS_OK or not np.isfinite(theta).all():
+                    if not np.isfinite(theta).all():
+                        theta[:] = epoch_start
+                    raise ValueError(
+                        f"Training diverged in epoch {self.n_iter_ + 1}: the loss "
+                        "became NaN or infinite. The weights of the last finite "
+                        "state were kept. Lower learning_rate_init or scale the "
+                        "input data."
+                    )
+
+                self.n_iter_ += 1
+                self.loss_ = self._reported_loss(sum_data, sum_penalty) / n_samples
+                self.t_ += n_samples
+                self.loss_curve_.append(self.loss_)
+                if self.verbose:
+                    print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
+
+                self._update_no_improvement_count(early_stopping, X_val, y_val, sw_val)
+                optimizer.iteration_ends(self.t_)
+
+                if self._no_improvement_count > self.n_iter_no_change:
+                    if early_stopping:
+                        msg = (
+                            "Validation score did not improve more than "
+                            "tol=%f for %d consecutive epochs."
+                            % (self.tol, self.n_iter_no_change)
+                        )
+                    else:
+                        msg = (
+                            "Training loss did not improve more than tol=%f"
+                            " for %d consecutive epochs."
+                            % (self.tol, self.n_iter_no_change)
+                        )
+                    if optimizer.trigger_stopping(msg, self.verbose):
+                        break
+                    self._no_improvement_count = 0
+
+                if incremental:
+                    break
+
+                if self.n_iter_ == self.max_iter:
+                    warnings.warn(
+                        "Stochastic Optimizer: Maximum iterations (%d) "
+                        "reached and the optimization hasn't converged yet."
+                        % self.max_iter,
+                        ConvergenceWarning,
+                    )
+        except KeyboardInterrupt:
+            warnings.warn("Training interrupted by user.")
+
+        if early_stopping and getattr(self, "_best_theta", None) is not None:
+            theta[:] = self._best_theta
+        self._best_theta = None
+
+    def _update_no_improvement_count(self, early_stopping, X, y, sample_weight):
+        if early_stopping:
+            val_score = self._score(X, y, sample_weight=sample_weight)
+            self.validation_scores_.append(val_score)
+            if self.verbose:
+                print("Validation score: %f" % self.validation_scores_[-1])
+            last_valid_score = self.validation_scores_[-1]
+            if last_valid_score < (self.best_validation_score_ + self.tol):
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            if last_valid_score > self.best_validation_score_:
+                self.best_validation_score_ = last_valid_score
+                self._best_theta = self._theta.copy()
+        else:
+            if self.loss_curve_[-1] > self.best_loss_ - self.tol:
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            if self.loss_curve_[-1] < self.best_loss_:
+                self.best_loss_ = self.loss_curve_[-1]
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y, sample_weight=None):
+        """Fit the model to data matrix X and target(s) y.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            The input data. float32 data is trained in float32, anything
+            else in float64.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            The target values (class labels in classification, real numbers
+            in regression).
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative sample weights.
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        return self._fit(X, y, sample_weight=sample_weight, incremental=False)
+
+    def _check_solver(self):
+        if self.solver not in _STOCHASTIC_SOLVERS:
+            raise AttributeError(
+                "partial_fit is only available for stochastic"
+                " optimizers. %s is not stochastic." % self.solver
+            )
+        return True
+
+    # ------------------------------------------------------------------
+    # Prediction.
+
+    def _forward_pass_fast(self, X, check_input=True):
+        """Network output for X, computed by the core in bounded blocks."""
+        if check_input:
+            X = validate_data(
+                self, X, dtype=(np.float64, np.float32), order="C", reset=False
+            )
+        theta = self._packed_params()
+        dtype = np.result_type(X.dtype, theta.dtype)
+        if theta.dtype != dtype:
+            theta = theta.astype(dtype)
+        X = np.ascontiguousarray(X, dtype=dtype)
+        units, offsets, hidden_act, out_act = self._core_args()
+        n_samples = X.shape[0]
+        out = np.empty((n_samples, int(units[-1])), dtype=dtype)
+        if n_samples == 0:
+            return out
+        max_width = max([int(u) for u in units[1:-1]], default=1)
+        rows = _block_rows(n_samples, max_width)
+        work = np.empty(_core.predict_workspace_size(units, rows), dtype=dtype)
+        _core.forward(
+            theta, X, out, units, offsets, hidden_act, out_act, work, rows,
+            _core.max_threads(),
+        )
+        return out
+
+    def _score_with_function(self, X, y, sample_weight, score_function):
+        """Private score method without input validation."""
+        y_pred = self._predict(X, check_input=False)
+        if np.issubdtype(y_pred.dtype, np.floating) and not np.isfinite(y_pred).all():
+            return np.nan
+        return score_function(y, y_pred, sample_weight=sample_weight)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = False
+        return tags
+
+
+def _check_optimize_result(result, max_iter):
+    """Warn when L-BFGS-B did not converge; return its iteration count."""
+    if result.status != 0:
+        message = result.message
+        if isinstance(message, bytes):
+            message = message.decode("latin1")
+        warnings.warn(
+            "lbfgs failed to converge after %d iteration(s) (status=%d):\n%s\n\n"
+            "Increase the number of iterations to improve the convergence "
+            "(max_iter=%d), or scale the data." % (result.nit, result.status, message, max_iter),
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+    return min(result.nit, max_iter)
+
+
+_CLASS_DOC_PARAMS = """
+    hidden_layer_sizes : array-like of shape (n_layers - 2,), default=(100,)
+        The ith element is the number of neurons in the ith hidden layer.
+
+    activation : {'identity', 'logistic', 'tanh', 'relu'}, default='relu'
+        Activation function f of the hidden layers: 'identity' f(z) = z,
+        'logistic' f(z) = 1 / (1 + exp(-z)), 'tanh' f(z) = tanh(z),
+        'relu' f(z) = max(0, z).
+
+    solver : {'lbfgs', 'sgd', 'adam'}, default='adam'
+        The weight optimizer: 'lbfgs' (quasi-Newton, scipy's L-BFGS-B on
+        the full-batch loss and gradient from the core), 'sgd' (mini-batch
+        gradient descent with momentum) or 'adam' (Kingma and Ba).
+
+    alpha : float, default=0.0001
+        Strength of the L2 penalty on the weights (not the biases),
+        ``0.5 * alpha * ||W||² / sw_sum`` added to the loss, where sw_sum is
+        the batch's number of samples (or sum of sample weights).
+
+    batch_size : int or 'auto', default='auto'
+        Mini-batch size for the stochastic solvers; 'auto' is
+        ``min(200, n_samples)``. Ignored by 'lbfgs'.
+
+    learning_rate : {'constant', 'invscaling', 'adaptive'}, default='constant'
+        Learning-rate schedule for 'sgd': 'constant' keeps
+        learning_rate_init; 'invscaling' uses
+        ``learning_rate_init / (t_ + 1) ** power_t`` after each epoch;
+        'adaptive' divides the rate by 5 each time the loss (or validation
+        score) stops improving by tol for n_iter_no_change epochs.
+
+    learning_rate_init : float, default=0.001
+        The initial learning rate (eta) of 'sgd' and 'adam'.
+
+    power_t : float, default=0.5
+        Exponent of the 'invscaling' schedule.
+
+    max_iter : int, default=200
+        Maximum number of epochs (stochastic solvers) or iterations (lbfgs).
+
+    shuffle : bool, default=True
+        Whether to shuffle samples in each epoch (stochastic solvers).
+
+    random_state : int, RandomState instance or None, default=None
+        Seeds the weight initialisation, the shuffling and the validation
+        split. The draws are the same as scikit-learn's, so the same seed
+        gives the same initial weights and batch order.
+
+    tol : float, default=1e-4
+        Tolerance for the optimization: training stops (or 'adaptive'
+        lowers the rate) after n_iter_no_change epochs that do not improve
+        the loss or validation score by at least tol.
+
+    verbose : bool, default=False
+        Whether to print progress messages to stdout.
+
+    warm_start : bool, default=False
+        Reuse the current ``coefs_`` and ``intercepts_`` as the starting
+        point of the next call to fit.
+
+    momentum : float, default=0.9
+        Momentum of 'sgd', in [0, 1].
+
+    nesterovs_momentum : bool, default=True
+        Whether 'sgd' uses Nesterov's momentum.
+
+    early_stopping : bool, default=False
+        Hold out validation_fraction of the training data and stop when
+        its score stops improving; the best weights are restored.
+
+    validation_fraction : float, default=0.1
+        Fraction of the training data held out for early stopping.
+
+    beta_1 : float, default=0.9
+        Decay rate of Adam's first-moment estimate, in [0, 1).
+
+    beta_2 : float, default=0.999
+        Decay rate of Adam's second-moment estimate, in [0, 1).
+
+    epsilon : float, default=1e-8
+        Adam's numerical-stability constant.
+
+    n_iter_no_change : int, default=10
+        Number of epochs without improvement by tol before stopping.
+
+    max_fun : int, default=15000
+        Maximum number of loss evaluations of 'lbfgs'.
+"""
+
+_CLASS_DOC_ATTRS = """
+    loss_ : float
+        The current loss, as scikit-learn reports it (squared error
+        averaged over outputs, cross-entropies summed over outputs,
+        plus the L2 penalty).
+
+    best_loss_ : float or None
+        The minimum loss reached (None with early stopping).
+
+    loss_curve_ : list of float
+        The loss after each epoch (stochastic solvers).
+
+    validation_scores_ : list of float or None
+        Validation score after each epoch with early stopping, else None.
+
+    best_validation_score_ : float or None
+        Best validation score with early stopping, else None.
+
+    t_ : int
+        Number of training samples seen by the solver.
+
+    coefs_ : list of ndarray of shape (fan_in, fan_out)
+        The weight matrix W_l of each layer: views into one flat
+        parameter vector shared with the core.
+
+    intercepts_ : list of ndarray of shape (fan_out,)
+        The bias vector b_l of each layer.
+
+    n_features_in_ : int
+        Number of features seen during fit.
+
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen during fit, when X has string column names.
+
+    n_iter_ : int
+        Number of epochs (or lbfgs iterations) run.
+
+    n_layers_ : int
+        Number of layers, input and output included.
+
+    n_outputs_ : int
+        Number of outputs.
+
+    out_activation_ : str
+        Name of the output activation.
+"""
+
+
+class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
+    __doc__ = (
+        """Multilayer perceptron classifier trained by the cbp core.
+
+    A drop-in replacement for :class:`sklearn.neural_network.MLPClassifier`:
+    the same parameters, attributes and behaviour, with the forward pass,
+    backpropagation and optimizer steps of each epoch run by a compiled
+    core without the GIL. Binary and multilabel targets use a logistic
+    output and binary cross-entropy; multiclass targets a softmax output
+    and cross-entropy. Either way the output delta is ``P - Y``.
+
+    Parameters
+    ----------"""
+        + _CLASS_DOC_PARAMS
+        + """
+    Attributes
+    ----------
+    classes_ : ndarray or list of ndarray of shape (n_classes,)
+        Class labels for each output.
+"""
+        + _CLASS_DOC_ATTRS
+        + """
+    See Also
+    --------
+    MLPRegressor : Multilayer perceptron regressor.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from cbp import MLPClassifier
+    >>> X, y = load_digits(return_X_y=True)
+    >>> clf = MLPClassifier(hidden_layer_sizes=(64,), max_iter=50,
+    ...                     random_state=0).fit(X / 16, y)
+    >>> clf.score(X / 16, y) > 0.95
+    True
+    """
+    )
+
+    def __init__(
+        self,
+        hidden_layer_sizes=(100,),
+        activation="relu",
+        *,
+        solver="adam",
+        alpha=0.0001,
+        batch_size="auto",
+        learning_rate="constant",
+        learning_rate_init=0.001,
+        power_t=0.5,
+        max_iter=200,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=False,
+        warm_start=False,
+        momentum=0.9,
+        nesterovs_momentum=True,
+        early_stopping=False,
+        validation_fraction=0.1,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        n_iter_no_change=10,
+        max_fun=15000,
+    ):
+        super().__init__(
+            hidden_layer_sizes=hidden_layer_sizes,
+            activation=activation,
+            solver=solver,
+            alpha=alpha,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            learning_rate_init=learning_rate_init,
+            power_t=power_t,
+            max_iter=max_iter,
+            loss="log_loss",
+            shuffle=shuffle,
+            random_state=random_state,
+            tol=tol,
+            verbose=verbose,
+            warm_start=warm_start,
+            momentum=momentum,
+            nesterovs_momentum=nesterovs_momentum,
+            early_stopping=early_stopping,
+            validation_fraction=validation_fraction,
+            beta_1=beta_1,
+            beta_2=beta_2,
+            epsilon=epsilon,
+            n_iter_no_change=n_iter_no_change,
+            max_fun=max_fun,
+        )
+
+    def _validate_input(self, X, y, incremental, reset):
+        X, y = validate_data(
+            self,
+            X,
+            y,
+            multi_output=True,
+            dtype=(np.float64, np.float32),
+            order="C",
+            reset=reset,
+        )
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+
+        if (not hasattr(self, "classes_")) or (not self.warm_start and not incremental):
+            self._label_binarizer = LabelBinarizer()
+            self._label_binarizer.fit(y)
+            self.classes_ = self._label_binarizer.classes_
+        else:
+            classes = unique_labels(y)
+            if self.warm_start:
+                if set(classes) != set(self.classes_):
+                    raise ValueError(
+                        "warm_start can only be used where `y` has the same "
+                        "classes as in the previous call to fit. Previously "
+                        f"got {self.classes_}, `y` has {classes}"
+                    )
+            elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
+                raise ValueError(
+                    "`y` has classes not in `self.classes_`. "
+                    f"`self.classes_` has {self.classes_}. 'y' has {classes}."
+                )
+        y = self._label_binarizer.transform(y).astype(bool)
+        return X, y
+
+    def predict(self, X):
+        """Predict using the multilayer perceptron classifier.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            The input data.
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,) or (n_samples, n_classes)
+            The predicted classes.
+        """
+        check_is_fitted(self)
+        return self._predict(X)
+
+    def _predict(self, X, check_input=True):
+        y_pred = self._forward_pass_fast(X, check_input=check_input)
+        if self.n_outputs_ == 1:
+            y_pred = y_pred.ravel()
+        return self._label_binarizer.inverse_transform(y_pred)
+
+    def _score(self, X, y, sample_weight=None):
+        return self._score_with_function(
+            X, y, sample_weight=sample_weight, score_function=accuracy_score
+        )
+
+    @available_if(lambda est: est._check_solver())
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
+        """Update the model with a single epoch over the given data.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            The input data.
+        y : array-like of shape (n_samples,)
+            The target values.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative sample weights.
+        classes : array of shape (n_classes,), default=None
+            Classes across all calls to partial_fit. Required on the first
+            call, optional (and checked) on later ones.
+
+        Returns
+        -------
+        self : object
+            The updated estimator.
+        """
+        if _check_partial_fit_first_call(self, classes):
+            self._label_binarizer = LabelBinarizer()
+            if type_of_target(y).startswith("multilabel"):
+                self._label_binarizer.fit(y)
+            else:
+                self._label_binarizer.fit(classes)
+        return self._fit(X, y, sample_weight=sample_weight, incremental=True)
+
+    def predict_log_proba(self, X):
+        """Return the log of probability estimates.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            The input data.
+
+        Returns
+        -------
+        log_y_prob : ndarray of shape (n_samples, n_classes)
+            ``log(predict_proba(X))``, classes ordered as in ``classes_``.
+        """
+        y_prob = self.predict_proba(X)
+        return np.log(y_prob, out=y_prob)
+
+    def predict_proba(self, X):
+        """Probability estimates.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            The input data.
+
+        Returns
+        -------
+        y_prob : ndarray of shape (n_samples, n_classes)
+            The probability of each class, ordered as in ``classes_``.
+        """
+        check_is_fitted(self)
+        y_pred = self._forward_pass_fast(X)
+        if self.n_outputs_ == 1:
+            y_pred = y_pred.ravel()
+        if y_pred.ndim == 1:
+            return np.vstack([1 - y_pred, y_pred]).T
+        return y_pred
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags
+
+
+class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
+    __doc__ = (
+        """Multilayer perceptron regressor trained by the cbp core.
+
+    A drop-in replacement for :class:`sklearn.neural_network.MLPRegressor`,
+    with an identity output and half the squared error,
+    ``loss = sum_i sw_i * 0.5 * ||P_i - Y_i||² / sw_sum``, so the output
+    delta is ``P - Y``.
+
+    Parameters
+    ----------
+    loss : {'squared_error'}, default='squared_error'
+        The loss minimised: half the squared error.
+"""
+        + _CLASS_DOC_PARAMS
+        + """
+    Attributes
+    ----------"""
+        + _CLASS_DOC_ATTRS
+        + """
+    See Also
+    --------
+    MLPClassifier : Multilayer perceptron classifier.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cbp import MLPRegressor
+    >>> rng = np.random.RandomState(0)
+    >>> X = rng.uniform(-1, 1, (500, 3))
+    >>> y = X @ [1.0, -2.0, 0.5]
+    >>> reg = MLPRegressor(hidden_layer_sizes=(32,), max_iter=300,
+    ...                    random_state=0).fit(X, y)
+    >>> reg.score(X, y) > 0.95
+    True
+    """
+    )
+
+    _parameter_constraints: dict = {
+        **BaseMultilayerPerceptron._parameter_constraints,
+        "loss": [StrOptions({"squared_error"})],
+    }
+
+    def __init__(
+        self,
+        loss="squared_error",
+        hidden_layer_sizes=(100,),
+        activation="relu",
+        *,
+        solver="adam",
+        alpha=0.0001,
+        batch_size="auto",
+        learning_rate="constant",
+        learning_rate_init=0.001,
+        power_t=0.5,
+        max_iter=200,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=False,
+        warm_start=False,
+        momentum=0.9,
+        nesterovs_momentum=True,
+        early_stopping=False,
+        validation_fraction=0.1,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        n_iter_no_change=10,
+        max_fun=15000,
+    ):
+        super().__init__(
+            hidden_layer_sizes=hidden_layer_sizes,
+            activation=activation,
+            solver=solver,
+            alpha=alpha,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            learning_rate_init=learning_rate_init,
+            power_t=power_t,
+            max_iter=max_iter,
+            loss=loss,
+            shuffle=shuffle,
+            random_state=random_state,
+            tol=tol,
+            verbose=verbose,
+            warm_start=warm_start,
+            momentum=momentum,
+            nesterovs_momentum=nesterovs_momentum,
+            early_stopping=early_stopping,
+            validation_fraction=validation_fraction,
+            beta_1=beta_1,
+            beta_2=beta_2,
+            epsilon=epsilon,
+            n_iter_no_change=n_iter_no_change,
+            max_fun=max_fun,
+        )
+
+    def predict(self, X):
+        """Predict using the multilayer perceptron model.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            The input data.
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
+            The predicted values.
+        """
+        check_is_fitted(self)
+        return self._predict(X)
+
+    def _predict(self, X, check_input=True):
+        y_pred = self._forward_pass_fast(X, check_input=check_input)
+        if y_pred.shape[1] == 1:
+            return y_pred.ravel()
+        return y_pred
+
+    def _score(self, X, y, sample_weight=None):
+        return self._score_with_function(
+            X, y, sample_weight=sample_weight, score_function=r2_score
+        )
+
+    def _validate_input(self, X, y, incremental, reset):
+        X, y = validate_data(
+            self,
+            X,
+            y,
+            multi_output=True,
+            y_numeric=True,
+            dtype=(np.float64, np.float32),
+            order="C",
+            reset=reset,
+        )
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        return X, y
+
+    @available_if(lambda est: est._check_solver())
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y, sample_weight=None):
+        """Update the model with a single epoch over the given data.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            The input data.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            The target values.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative sample weights.
+
+        Returns
+        -------
+        self : object
+            The updated estimator.
+        """
+        return self._fit(X, y, sample_weight=sample_weight, incremental=True)
+
+
+def _check_partial_fit_first_call(clf, classes=None):
+    """Return True on the first call to partial_fit, checking ``classes``."""
+    if getattr(clf, "classes_", None) is None and classes is None:
+        raise ValueError("classes must be passed on the first call to partial_fit.")
+    if classes is not None:
+        if getattr(clf, "classes_", None) is not None:
+            if not np.array_equal(clf.classes_, unique_labels(classes)):
+                raise ValueError(
+                    "`classes=%r` is not the same as on last call "
+                    "to partial_fit, was: %r" % (classes, clf.classes_)
+                )
+        else:
+            clf.classes_ = unique_labels(classes)
+            return True
+    return False

@@ -1,0 +1,91 @@
+"""Build script for cbp's compiled core.
+
+The Cython sources live in ``src/`` and compile into extension modules
+inside the ``cbp`` package (``cbp._core``).
+
+Environment switches
+--------------------
+CBP_DEBUG=1
+    Build with ``boundscheck``, ``wraparound`` and ``initializedcheck`` on
+    (and no ``-O3``), so a kernel indexing bug raises instead of corrupting
+    memory. The test suite is run under this build in CI.
+CBP_NO_OPENMP=1
+    Build without OpenMP even when the compiler supports it.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+DEBUG = os.environ.get("CBP_DEBUG", "0") not in ("", "0")
+
+
+def _compiler_has_openmp():
+    """Return True when the C compiler accepts ``-fopenmp`` and links it."""
+    if os.environ.get("CBP_NO_OPENMP", "0") not in ("", "0"):
+        return False
+    cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
+    cc = cc.split()
+    if shutil.which(cc[0]) is None:
+        return False
+    src = "#include <omp.h>\nint main(void){return omp_get_max_threads() < 1;}\n"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "t.c")
+        with open(path, "w") as f:
+            f.write(src)
+        try:
+            result = subprocess.run(
+                cc + ["-fopenmp", path, "-o", os.path.join(tmp, "t")],
+                capture_output=True,
+                timeout=60,
+            )
+        except (OSError, subprocess.SubprocessError):
+            return False
+    return result.returncode == 0
+
+
+OPENMP = sys.platform != "win32" and _compiler_has_openmp()
+
+compile_args = ["-O0", "-g"] if DEBUG else ["-O3"]
+link_args = []
+if OPENMP:
+    compile_args.append("-fopenmp")
+    link_args.append("-fopenmp")
+
+directives = {
+    "language_level": 3,
+    "boundscheck": DEBUG,
+    "wraparound": DEBUG,
+    "initializedcheck": DEBUG,
+    "cdivision": True,
+    "nonecheck": False,
+    "embedsignature": True,
+}
+
+extensions = [
+    Extension(
+        "cbp._core",
+        ["src/_core.pyx"],
+        include_dirs=[np.get_include(), "src"],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        extra_compile_args=compile_args,
+        extra_link_args=link_args,
+    )
+]
+
+print(f"cbp build: openmp={OPENMP} debug={DEBUG}")
+setup(
+    ext_modules=cythonize(
+        extensions,
+        include_path=["src"],
+        compiler_directives=directives,
+        
+    ),
+)

@@ -1,0 +1,141 @@
+"""The compiled core against finite differences and a numpy reference."""
+
+import numpy as np
+import pytest
+
+from cbp import _core
+
+from _reference import forward as ref_forward
+from _reference import objective as ref_objective
+
+HIDDEN = ["identity", "logistic", "tanh", "relu"]
+OUTPUTS = ["identity", "logistic", "softmax"]
+DTYPES = [np.float32, np.float64]
+
+
+def _problem(out, dtype, units=(5, 7, 6, 3), n=13, seed=0):
+    rng = np.random.RandomState(seed)
+    X = rng.normal(size=(n, units[0]))
+    k = units[-1]
+    if out == "identity":
+        Y = rng.normal(size=(n, k))
+    elif out == "logistic":
+        Y = (rng.uniform(size=(n, k)) > 0.5).astype(float)
+    else:
+        Y = np.eye(k)[rng.randint(0, k, n)]
+    sw = rng.uniform(0.5, 2.0, n)
+    offsets, n_params = _core.param_offsets(units)
+    theta = rng.uniform(-0.7, 0.7, n_params)
+    cast = lambda a: np.ascontiguousarray(a, dtype=dtype)  # noqa: E731
+    return cast(X), cast(Y), cast(sw), np.asarray(units, np.intc), offsets, cast(theta)
+
+
+def _unpack(theta, units, offsets):
+    L = len(units) - 1
+    coefs = [theta[offsets[i] : offsets[i] + units[i] * units[i + 1]].reshape(units[i], units[i + 1]) for i in range(L)]
+    intercepts = [theta[offsets[L + i] : offsets[L + i] + units[i + 1]] for i in range(L)]
+    return coefs, intercepts
+
+
+def _loss_grad(theta, X, Y, sw, units, offsets, hidden, out, alpha, rows=None):
+    rows = rows or X.shape[0]
+    grad = np.empty_like(theta)
+    work = np.empty(_core.train_workspace_size(units, rows), dtype=theta.dtype)
+    data, pen = _core.loss_grad(
+        theta, grad, X, Y, sw, units, offsets, _core.HIDDEN_ACTIVATIONS[hidden],
+        _core.OUTPUT_ACTIVATIONS[out], alpha, work, rows, 2,
+    )
+    return data + pen, grad
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("out", OUTPUTS)
+@pytest.mark.parametrize("hidden", HIDDEN)
+def test_gradient_matches_finite_differences(hidden, out, dtype):
+    """Analytic gradient of every activation x output layer x dtype vs central differences."""
+    X, Y, sw, units, offsets, theta = _problem(out, dtype)
+    alpha = 0.3
+    loss, grad = _loss_grad(theta, X, Y, sw, units, offsets, hidden, out, alpha)
+    # finite differences in float64 on the reference objective evaluated at theta
+    t64 = theta.astype(np.float64)
+    X64, Y64, sw64 = (a.astype(np.float64) for a in (X, Y, sw))
+
+    def f(t):
+        c, b = _unpack(t, units, offsets)
+        return ref_objective(c, b, X64, Y64, sw64, hidden, out, alpha)
+
+    eps = 1e-6
+    fd = np.empty_like(t64)
+    for i in range(t64.size):
+        e = np.zeros_like(t64)
+        e[i] = eps
+        fd[i] = (f(t64 + e) - f(t64 - e)) / (2 * eps)
+    tol = {np.float32: 2e-3, np.float64: 1e-7}[dtype]
+    np.testing.assert_allclose(loss, f(t64), rtol=tol)
+    # relu's kink is met with probability zero at these random points
+    np.testing.assert_allclose(grad, fd, rtol=tol, atol=tol * np.abs(fd).max())
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("out", OUTPUTS)
+def test_core_loss_gradient_self_consistent(out, dtype):
+    """The core's own loss, differenced, gives the core's gradient (float64)."""
+    X, Y, sw, units, offsets, theta = _problem(out, np.float64, seed=3)
+    _, grad = _loss_grad(theta, X, Y, sw, units, offsets, "tanh", out, 0.1)
+    eps = 1e-6
+    for i in range(0, theta.size, 7):
+        tp, tm = theta.copy(), theta.copy()
+        tp[i] += eps
+        tm[i] -= eps
+        fp, _ = _loss_grad(tp, X, Y, sw, units, offsets, "tanh", out, 0.1)
+        fm, _ = _loss_grad(tm, X, Y, sw, units, offsets, "tanh", out, 0.1)
+        assert abs((fp - fm) / (2 * eps) - grad[i]) < 1e-7 * max(1, abs(grad[i]))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_blocked_gradient_equals_whole_batch(dtype):
+    """Accumulating the gradient over row blocks gives the whole-batch result."""
+    X, Y, sw, units, offsets, theta = _problem("softmax", dtype, n=50)
+    l1, g1 = _loss_grad(theta, X, Y, sw, units, offsets, "relu", "softmax", 0.2)
+    l2, g2 = _loss_grad(theta, X, Y, sw, units, offsets, "relu", "softmax", 0.2, rows=7)
+    rtol = {np.float32: 1e-5, np.float64: 1e-12}[dtype]
+    np.testing.assert_allclose(l1, l2, rtol=rtol)
+    np.testing.assert_allclose(g1, g2, rtol=rtol, atol=rtol * np.abs(g1).max())
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("out", OUTPUTS)
+@pytest.mark.parametrize("hidden", HIDDEN)
+def test_forward_matches_numpy(hidden, out, dtype):
+    X, _, _, units, offsets, theta = _problem(out, dtype, n=40)
+    rows = 9  # several blocks, the last one partial
+    work = np.empty(_core.predict_workspace_size(units, rows), dtype=dtype)
+    got = np.empty((X.shape[0], units[-1]), dtype=dtype)
+    _core.forward(theta, X, got, units, offsets, _core.HIDDEN_ACTIVATIONS[hidden],
+                  _core.OUTPUT_ACTIVATIONS[out], work, rows, 2)
+    c, b = _unpack(theta.astype(np.float64), units, offsets)
+    expected = ref_forward(c, b, X.astype(np.float64), hidden, out)
+    rtol = {np.float32: 2e-5, np.float64: 1e-12}[dtype]
+    np.testing.assert_allclose(got, expected, rtol=rtol, atol=rtol)
+
+
+def test_softmax_and_logistic_are_stable_for_huge_logits():
+    units = np.array([2, 3], np.intc)
+    offsets, P = _core.param_offsets(units)
+    X = np.array([[1000.0, -1000.0], [-1000.0, 1000.0]])
+    theta = np.zeros(P)
+    theta[:6] = [1, 0, -1, -1, 0, 1]
+    for out, Y in (("softmax", np.eye(3)[[0, 2]]), ("logistic", np.eye(3)[[0, 2]])):
+        loss, grad = _loss_grad(theta, X, Y, np.ones(2), units, offsets, "relu", out, 0.0)
+        assert np.isfinite(loss) and np.isfinite(grad).all()
+
+
+def test_core_rejects_inconsistent_buffers():
+    X, Y, sw, units, offsets, theta = _problem("identity", np.float64)
+    with pytest.raises(ValueError, match="theta has"):
+        _loss_grad(theta[:-1].copy(), X, Y, sw, units, offsets, "relu", "identity", 0.0)
+    with pytest.raises(ValueError, match="layer widths"):
+        _loss_grad(theta, X[:, :-1].copy(), Y, sw, units, offsets, "relu", "identity", 0.0)
+    with pytest.raises(ValueError, match="workspace"):
+        _core.loss_grad(theta, np.empty_like(theta), X, Y, sw, units, offsets, 0, 0, 0.0,
+                        np.empty(3), X.shape[0], 1)
