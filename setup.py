@@ -53,7 +53,8 @@ def _compiler_has_openmp():
 
 OPENMP = sys.platform != "win32" and _compiler_has_openmp()
 
-compile_args = ["-O0", "-g"] if DEBUG else ["-O3"]
+# -fno-math-errno lets gcc vectorise sqrt/exp loops (no errno side effect)
+compile_args = ["-O0", "-g"] if DEBUG else ["-O3", "-fno-math-errno"]
 link_args = []
 if OPENMP:
     compile_args.append("-fopenmp")

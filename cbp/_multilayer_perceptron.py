@@ -6,6 +6,8 @@ whole epochs (or, for lbfgs, whole-batch loss/gradient evaluations) to the
 compiled core in :mod:`cbp._core`. They never loop over samples.
 """
 
+import contextlib
+import threading
 import warnings
 from abc import ABC, abstractmethod
 from numbers import Integral, Real
@@ -32,6 +34,7 @@ from sklearn.utils.validation import (
     check_is_fitted,
     validate_data,
 )
+from threadpoolctl import ThreadpoolController
 
 from . import _core
 
@@ -42,6 +45,56 @@ _STOCHASTIC_SOLVERS = ("sgd", "adam")
 _BLOCK_ELEMENTS = 1 << 21
 _MIN_BLOCK_ROWS = 256
 _MAX_BLOCK_ROWS = 8192
+
+
+class _SingleThreadedBLAS:
+    """Context keeping BLAS single-threaded while the core's threads run.
+
+    The core splits each batch over its own OpenMP threads and calls BLAS
+    from each of them; a multithreaded BLAS inside would oversubscribe the
+    cores. Entries are counted under a lock so that concurrent fits and
+    predictions from several Python threads restore the BLAS thread count
+    only when the last of them leaves. A serial (no OpenMP) build leaves
+    BLAS its threads.
+    """
+
+    _lock = threading.Lock()
+    _depth = 0
+    _limiter = None
+    _controller = None
+
+    def __enter__(self):
+        if not _core.openmp_enabled():
+            return self
+        cls = type(self)
+        with cls._lock:
+            if cls._depth == 0:
+                if cls._controller is None:
+                    cls._controller = ThreadpoolController()
+                cls._limiter = cls._controller.limit(limits=1, user_api="blas")
+            cls._depth += 1
+        return self
+
+    def __exit__(self, *exc):
+        if not _core.openmp_enabled():
+            return False
+        cls = type(self)
+        with cls._lock:
+            cls._depth -= 1
+            if cls._depth == 0:
+                cls._limiter.restore_original_limits()
+                cls._limiter = None
+        return False
+
+
+def _n_threads(n_jobs):
+    """OpenMP threads for ``n_jobs``: None means all, negative counts back."""
+    n_max = _core.max_threads()
+    if n_jobs is None:
+        return n_max
+    if n_jobs < 0:
+        return max(1, n_max + 1 + n_jobs)
+    return int(n_jobs)
 
 
 def _block_rows(n_samples, width):
@@ -196,6 +249,11 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             Options(Real, {np.inf}),
         ],
         "max_fun": [Interval(Integral, 1, None, closed="left")],
+        "n_jobs": [
+            None,
+            Interval(Integral, 1, None, closed="left"),
+            Interval(Integral, None, -1, closed="right"),
+        ],
     }
 
     @abstractmethod
@@ -225,6 +283,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         epsilon,
         n_iter_no_change,
         max_fun,
+        n_jobs,
     ):
         self.activation = activation
         self.solver = solver
@@ -250,6 +309,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
         self.max_fun = max_fun
+        self.n_jobs = n_jobs
 
     # ------------------------------------------------------------------
     # Parameters: one flat vector, coefs_/intercepts_ are views into it.
@@ -422,10 +482,11 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         else:
             sw = np.ascontiguousarray(sample_weight, dtype=dtype)
 
-        if self.solver in _STOCHASTIC_SOLVERS:
-            self._fit_stochastic(X, Y, sw, sample_weight is not None, incremental)
-        else:
-            self._fit_lbfgs(X, Y, sw)
+        with _SingleThreadedBLAS():
+            if self.solver in _STOCHASTIC_SOLVERS:
+                self._fit_stochastic(X, Y, sw, sample_weight is not None, incremental)
+            else:
+                self._fit_lbfgs(X, Y, sw)
 
         theta = self._theta
         if not np.isfinite(theta).all():
@@ -445,12 +506,13 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         work = np.empty(_core.train_workspace_size(units, rows), dtype=theta.dtype)
         grad = np.empty_like(theta)
         alpha = float(self.alpha)
+        n_threads = _n_threads(self.n_jobs)
 
         def loss_grad(x):
             theta[:] = x
             data, penalty = _core.loss_grad(
                 theta, grad, X, Y, sw, units, offsets, hidden_act, out_act,
-                alpha, work, rows, _core.max_threads(),
+                alpha, work, rows, n_threads,
             )
             return data + penalty, grad.astype(np.float64)
 
@@ -465,7 +527,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         theta[:] = opt_res.x
         data, penalty = _core.loss_grad(
             theta, grad, X, Y, sw, units, offsets, hidden_act, out_act, alpha,
-            work, rows, _core.max_threads(),
+            work, rows, n_threads,
         )
         self.loss_ = self._reported_loss(data, penalty)
         self._set_theta(theta, layout)
@@ -534,7 +596,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         work = np.empty(_core.train_workspace_size(units, batch_size), dtype=dtype)
         grad = np.empty_like(theta)
         solver_code = _core.SOLVERS[self.solver]
-        n_threads = _core.max_threads()
+        n_threads = _n_threads(self.n_jobs)
 
         try:
             self.n_iter_ = 0
@@ -681,11 +743,15 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             return out
         max_width = max([int(u) for u in units[1:-1]], default=1)
         rows = _block_rows(n_samples, max_width)
-        work = np.empty(_core.predict_workspace_size(units, rows), dtype=dtype)
-        _core.forward(
-            theta, X, out, units, offsets, hidden_act, out_act, work, rows,
-            _core.max_threads(),
+        n_threads = _n_threads(self.n_jobs)
+        work = np.empty(
+            _core.predict_workspace_size(units, rows, n_threads), dtype=dtype
         )
+        with _SingleThreadedBLAS():
+            _core.forward(
+                theta, X, out, units, offsets, hidden_act, out_act, work, rows,
+                n_threads,
+            )
         return out
 
     def _score_with_function(self, X, y, sample_weight, score_function):
@@ -803,6 +869,13 @@ _CLASS_DOC_PARAMS = """
 
     max_fun : int, default=15000
         Maximum number of loss evaluations of 'lbfgs'.
+
+    n_jobs : int or None, default=None
+        Number of threads the core splits each batch over (OpenMP; BLAS is
+        kept single-threaded inside them). None uses all the threads
+        OpenMP offers (``OMP_NUM_THREADS`` or the number of cores), -1 as
+        well, -2 all but one. The result does not depend on it. Not in
+        scikit-learn, whose MLP uses BLAS's threads.
 """
 
 _CLASS_DOC_ATTRS = """
@@ -917,6 +990,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         epsilon=1e-8,
         n_iter_no_change=10,
         max_fun=15000,
+        n_jobs=None,
     ):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes,
@@ -943,6 +1017,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
             epsilon=epsilon,
             n_iter_no_change=n_iter_no_change,
             max_fun=max_fun,
+            n_jobs=n_jobs,
         )
 
     def _validate_input(self, X, y, incremental, reset):
@@ -1149,6 +1224,7 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
         epsilon=1e-8,
         n_iter_no_change=10,
         max_fun=15000,
+        n_jobs=None,
     ):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes,
@@ -1175,6 +1251,7 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
             epsilon=epsilon,
             n_iter_no_change=n_iter_no_change,
             max_fun=max_fun,
+            n_jobs=n_jobs,
         )
 
     def predict(self, X):

@@ -23,11 +23,10 @@ the input batch. At the output, ``delta = sw * (P - Y)``; going back,
 
 cimport cython
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, threadid
 from libc.math cimport (exp, expf, log, logf, log1p, log1pf, tanh, tanhf,
                         sqrt, sqrtf, fabs, fabsf, isfinite, pow)
 from libc.string cimport memcpy
-from cpython.exc cimport PyErr_CheckSignals
 
 from _blas cimport gemm_rm, axpy, dot
 
@@ -39,13 +38,24 @@ cdef extern from *:
     #include <omp.h>
     static int cbp_max_threads(void) { return omp_get_max_threads(); }
     static int cbp_has_openmp(void) { return 1; }
+    /* an orphaned barrier: binds to the enclosing parallel region */
+    static void cbp_barrier(void) {
+        #pragma omp barrier
+    }
     #else
     static int cbp_max_threads(void) { return 1; }
     static int cbp_has_openmp(void) { return 0; }
+    static void cbp_barrier(void) {}
     #endif
     """
     int cbp_max_threads() nogil
     int cbp_has_openmp() nogil
+    void cbp_barrier() nogil
+
+cdef extern from "Python.h":
+    # declared without an exception value: the caller decides what to do
+    # with a pending exception (see _raise_pending)
+    int _check_signals "PyErr_CheckSignals" () nogil
 
 cdef enum:
     # Hidden-layer activations.
@@ -60,8 +70,6 @@ cdef enum:
     # Solvers with an in-core step.
     SOLVER_SGD = 0
     SOLVER_ADAM = 1
-    # Elementwise passes smaller than this run on one thread.
-    PAR_MIN = 32768
     INT_MAX = 2147483647
 
 HIDDEN_ACTIVATIONS = {"identity": ACT_IDENTITY, "logistic": ACT_LOGISTIC,
@@ -89,6 +97,16 @@ cdef struct Net:
     int hidden_act
     int out_act
     int n_threads
+
+
+cdef struct Optim:
+    int solver
+    double learning_rate
+    double momentum
+    bint nesterov
+    double beta_1
+    double beta_2
+    double epsilon
 
 
 def openmp_enabled():
@@ -140,82 +158,79 @@ cdef inline floating _softplus(floating x) noexcept nogil:
         return (x if x > 0 else 0) + log1p(exp(-fabs(x)))
 
 
-cdef inline int _threads_for(Py_ssize_t size, int n_threads) noexcept nogil:
-    return n_threads if size >= PAR_MIN else 1
+cdef inline Py_ssize_t _part(Py_ssize_t n, int tid, int nt) noexcept nogil:
+    """Start of thread ``tid``'s share of ``n`` items split ``nt`` ways."""
+    return (n * tid) // nt
 
 
 # --------------------------------------------------------------------------
-# Elementwise kernels. Each is one pass over a C-contiguous rows × m block.
+# Elementwise kernels. Each is one serial pass over a C-contiguous n × m
+# block of rows; the threads are the caller's (each works on its own rows).
 
 cdef void bias_act_i(floating* Z, const floating* b, Py_ssize_t n,
-                     Py_ssize_t m, int act, int n_threads) noexcept nogil:
+                     Py_ssize_t m, int act) noexcept nogil:
     """Hidden layer, in place: ``Z = f(Z + b)``."""
     cdef Py_ssize_t i, j
     cdef floating v
     cdef floating* z
-    cdef int nt = _threads_for(n * m, n_threads)
-    for i in prange(n, schedule='static', num_threads=nt):
-        z = Z + i * m
-        if act == ACT_RELU:
+    if act == ACT_RELU:
+        for i in range(n):
+            z = Z + i * m
             for j in range(m):
                 v = z[j] + b[j]
                 z[j] = v if v > 0 else 0
-        elif act == ACT_TANH:
+    elif act == ACT_TANH:
+        for i in range(n):
+            z = Z + i * m
             for j in range(m):
                 z[j] = _tanh(z[j] + b[j])
-        elif act == ACT_LOGISTIC:
+    elif act == ACT_LOGISTIC:
+        for i in range(n):
+            z = Z + i * m
             for j in range(m):
                 z[j] = 1 / (1 + _exp(-(z[j] + b[j])))
-        else:
+    else:
+        for i in range(n):
+            z = Z + i * m
             for j in range(m):
                 z[j] = z[j] + b[j]
 
 
-cdef void act_backward_i(floating* A, const floating* D, Py_ssize_t n,
-                         Py_ssize_t m, int act, int n_threads) noexcept nogil:
-    """Hidden delta, in place over the activations: ``A = D * f'(A)``.
-
-    Each derivative is a function of the stored activation ``A = f(Z)``.
-    """
-    cdef Py_ssize_t i, j
+cdef void act_backward_i(floating* D, const floating* A, Py_ssize_t n,
+                         Py_ssize_t m, int act) noexcept nogil:
+    """Hidden delta, in place: ``D = D * f'(A)``, the derivative taken from
+    the stored activation ``A = f(Z)``."""
+    cdef Py_ssize_t i
+    cdef Py_ssize_t size = n * m
     cdef floating a
-    cdef floating* r
-    cdef const floating* d
-    cdef int nt = _threads_for(n * m, n_threads)
-    for i in prange(n, schedule='static', num_threads=nt):
-        r = A + i * m
-        d = D + i * m
-        if act == ACT_RELU:
-            for j in range(m):
-                r[j] = d[j] if r[j] > 0 else 0
-        elif act == ACT_TANH:
-            for j in range(m):
-                a = r[j]
-                r[j] = d[j] * (1 - a * a)
-        elif act == ACT_LOGISTIC:
-            for j in range(m):
-                a = r[j]
-                r[j] = d[j] * a * (1 - a)
-        else:
-            for j in range(m):
-                r[j] = d[j]
+    if act == ACT_RELU:
+        # branch-free, so the loop vectorises
+        for i in range(size):
+            D[i] = D[i] * <floating>(A[i] > 0)
+    elif act == ACT_TANH:
+        for i in range(size):
+            a = A[i]
+            D[i] = D[i] * (1 - a * a)
+    elif act == ACT_LOGISTIC:
+        for i in range(size):
+            a = A[i]
+            D[i] = D[i] * (a * (1 - a))
 
 
-cdef double output_delta_i(floating* Z, const floating* b, const floating* Y,
-                           const floating* sw, Py_ssize_t n, Py_ssize_t k,
-                           int out_act) noexcept nogil:
+cdef void output_delta_i(floating* Z, const floating* b, const floating* Y,
+                         const floating* sw, Py_ssize_t n, Py_ssize_t k,
+                         int out_act, double* rowloss) noexcept nogil:
     """Output layer and loss, in place: ``Z = sw * (out(Z + b) - Y)``.
 
-    Returns the weighted loss summed over rows, ``sum_i sw_i * loss_i``,
-    each ``loss_i`` summed over outputs and computed from the logits so
-    that it is finite wherever they are (log-softmax, softplus).
-    Serial over rows: the sum is then the same whatever the thread count.
+    Writes ``rowloss[i] = sw_i * loss_i``, each ``loss_i`` summed over the
+    outputs and computed from the logits so that it is finite wherever
+    they are (log-softmax, softplus).
     """
     cdef Py_ssize_t i, j
     cdef floating v, mx, s, lse, w, p
     cdef floating* z
     cdef const floating* y
-    cdef double total = 0, row
+    cdef double row
     for i in range(n):
         z = Z + i * k
         y = Y + i * k
@@ -247,19 +262,16 @@ cdef double output_delta_i(floating* Z, const floating* b, const floating* Y,
                 v = z[j] + b[j] - y[j]
                 row += 0.5 * v * v
                 z[j] = w * v
-        total += w * row
-    return total
+        rowloss[i] = w * row
 
 
 cdef void output_forward_i(floating* Z, const floating* b, Py_ssize_t n,
-                           Py_ssize_t k, int out_act,
-                           int n_threads) noexcept nogil:
+                           Py_ssize_t k, int out_act) noexcept nogil:
     """Output layer for prediction, in place: ``Z = out(Z + b)``."""
     cdef Py_ssize_t i, j
     cdef floating mx, s
     cdef floating* z
-    cdef int nt = _threads_for(n * k * 8, n_threads)
-    for i in prange(n, schedule='static', num_threads=nt):
+    for i in range(n):
         z = Z + i * k
         if out_act == OUT_SOFTMAX:
             mx = z[0] + b[0]
@@ -282,43 +294,50 @@ cdef void output_forward_i(floating* Z, const floating* b, Py_ssize_t n,
 
 
 cdef void colsum_i(floating* out, const floating* D, Py_ssize_t n,
-                   Py_ssize_t m, floating scale, bint accumulate) noexcept nogil:
-    """``out (+)= scale * D.sum(axis=0)``, rows summed in order."""
+                   Py_ssize_t m, Py_ssize_t ld, floating scale,
+                   bint accumulate) noexcept nogil:
+    """``out[:m] (+)= scale * D[:n, :m].sum(axis=0)`` (row stride ``ld``),
+    rows summed in order."""
     cdef Py_ssize_t i, j
     cdef const floating* d
     if not accumulate:
         for j in range(m):
             out[j] = 0
     for i in range(n):
-        d = D + i * m
+        d = D + i * ld
         for j in range(m):
             out[j] += scale * d[j]
 
 
 # --------------------------------------------------------------------------
-# Optimizer steps: one fused pass over the flat parameter vector.
+# Optimizer steps: one fused pass over a segment of the flat vectors.
+# ``l2`` adds the L2 gradient ``l2 * theta`` (weights only) on the fly.
 
 cdef void sgd_step_i(floating* theta, const floating* g, floating* velocity,
                      Py_ssize_t n, floating lr, floating momentum,
-                     bint nesterov, int n_threads) noexcept nogil:
+                     bint nesterov, floating l2) noexcept nogil:
     """``velocity = momentum * velocity - lr * g``; ``theta += velocity``
     (Nesterov: ``theta += momentum * velocity - lr * g``)."""
     cdef Py_ssize_t i
-    cdef floating v
-    cdef int nt = _threads_for(n, n_threads)
-    for i in prange(n, schedule='static', num_threads=nt):
-        v = momentum * velocity[i] - lr * g[i]
-        velocity[i] = v
-        if nesterov:
-            theta[i] += momentum * v - lr * g[i]
-        else:
+    cdef floating v, gi
+    if nesterov:
+        for i in range(n):
+            gi = g[i] + l2 * theta[i]
+            v = momentum * velocity[i] - lr * gi
+            velocity[i] = v
+            theta[i] += momentum * v - lr * gi
+    else:
+        for i in range(n):
+            gi = g[i] + l2 * theta[i]
+            v = momentum * velocity[i] - lr * gi
+            velocity[i] = v
             theta[i] += v
 
 
 cdef void adam_step_i(floating* theta, const floating* g, floating* m,
                       floating* v, Py_ssize_t n, floating lr_t,
                       floating beta_1, floating beta_2, floating epsilon,
-                      int n_threads) noexcept nogil:
+                      floating l2) noexcept nogil:
     """``m = beta_1 m + (1 - beta_1) g``; ``v = beta_2 v + (1 - beta_2) g²``;
     ``theta -= lr_t * m / (sqrt(v) + epsilon)``, with the bias corrections
     folded into ``lr_t = lr * sqrt(1 - beta_2**t) / (1 - beta_1**t)``."""
@@ -326,9 +345,8 @@ cdef void adam_step_i(floating* theta, const floating* g, floating* m,
     cdef floating gi, mi, vi
     cdef floating c1 = 1 - beta_1
     cdef floating c2 = 1 - beta_2
-    cdef int nt = _threads_for(n, n_threads)
-    for i in prange(n, schedule='static', num_threads=nt):
-        gi = g[i]
+    for i in range(n):
+        gi = g[i] + l2 * theta[i]
         mi = beta_1 * m[i] + c1 * gi
         vi = beta_2 * v[i] + c2 * (gi * gi)
         m[i] = mi
@@ -336,99 +354,177 @@ cdef void adam_step_i(floating* theta, const floating* g, floating* m,
         theta[i] += (-lr_t * mi) / (_sqrt(vi) + epsilon)
 
 
-# --------------------------------------------------------------------------
-# Forward and backward over one block of rows.
+cdef inline void step_i(const Optim* opt, floating* theta, const floating* g,
+                        floating* s1, floating* s2, Py_ssize_t n, double lr_t,
+                        double l2) noexcept nogil:
+    if opt.solver == SOLVER_ADAM:
+        adam_step_i(theta, g, s1, s2, n, <floating>lr_t, <floating>opt.beta_1,
+                    <floating>opt.beta_2, <floating>opt.epsilon, <floating>l2)
+    else:
+        sgd_step_i(theta, g, s1, n, <floating>opt.learning_rate,
+                   <floating>opt.momentum, opt.nesterov, <floating>l2)
 
-cdef inline floating* _act(const Net* net, floating* acts, Py_ssize_t rows,
-                           int layer) noexcept nogil:
-    """Start of A_layer (layer >= 1) in the activations block."""
+
+# --------------------------------------------------------------------------
+# One block of rows, in two phases run by every thread of a parallel
+# region: phase 1 works on the thread's own rows (forward, output delta,
+# hidden deltas: rows are independent), phase 2, after a barrier, on the
+# thread's own share of the parameters (the rows of each grad W_l and the
+# columns of each grad b_l, then the optimizer step on the same segments),
+# so no two threads ever write the same memory and no reduction depends
+# on the thread count.
+#
+# Workspace for blocks of ``rows`` rows: A_1..A_L (the activations; the
+# output delta overwrites A_L), D_1..D_{L-1} (hidden deltas), the gather
+# buffers of a shuffled batch (X, Y, sw) and one double per row for the
+# per-row losses.
+
+cdef inline floating* _at(const Net* net, floating* base, Py_ssize_t rows,
+                          int layer) noexcept nogil:
+    """Start of layer ``layer``'s block (layer >= 1) in an A or D region."""
     cdef Py_ssize_t off = 0
     cdef int l
     for l in range(1, layer):
         off += net.units[l]
-    return acts + rows * off
+    return base + rows * off
 
 
-cdef double forward_loss_backward(
-        const Net* net, const floating* theta, floating* grad,
-        const floating* X, const floating* Y, const floating* sw,
-        Py_ssize_t n, floating scale, bint accumulate,
-        floating* acts, floating* scratch, Py_ssize_t rows) noexcept nogil:
-    """Loss and gradient of one block of ``n`` rows.
-
-    ``acts`` holds A_1..A_L laid out for ``rows`` >= n rows. The gradient
-    of the data term, times ``scale`` (1 / sw_sum), is written to ``grad``
-    (added to it when ``accumulate``); the penalty is not included.
-    Returns ``sum_i sw_i * loss_i`` over the block.
-    """
+cdef void rows_forward_backward(
+        const Net* net, const floating* theta, const floating* X,
+        const floating* Y, const floating* sw, Py_ssize_t r0, Py_ssize_t r1,
+        floating* acts, floating* deltas, Py_ssize_t rows,
+        double* rowloss) noexcept nogil:
+    """Phase 1 for rows r0..r1 of a block whose row 0 is at X, Y, sw."""
     cdef int L = net.n_layers
     cdef int l, fi, fo
+    cdef int m = <int>(r1 - r0)
     cdef const floating* A_prev
     cdef floating* A
+    cdef floating* D
     cdef floating* delta
-    cdef double loss
-    cdef floating beta = 1 if accumulate else 0
-
+    if m <= 0:
+        return
     # Forward: A_{l+1} = f(A_l @ W_l + b_l)
-    A_prev = X
+    A_prev = X + r0 * net.units[0]
     for l in range(L):
         fi = net.units[l]
         fo = net.units[l + 1]
-        A = _act(net, acts, rows, l + 1)
+        A = _at(net, acts, rows, l + 1) + r0 * fo
         # A = A_prev @ W_l
-        gemm_rm(False, False, <int>n, fo, fi, 1, A_prev, fi,
+        gemm_rm(False, False, m, fo, fi, 1, A_prev, fi,
                 theta + net.offsets[l], fo, 0, A, fo)
         if l < L - 1:
-            bias_act_i(A, theta + net.offsets[L + l], n, fo, net.hidden_act,
-                       net.n_threads)
+            bias_act_i(A, theta + net.offsets[L + l], m, fo, net.hidden_act)
         A_prev = A
-
     # Output: delta_L = sw * (P - Y), in place over A_L
     fo = net.units[L]
-    delta = _act(net, acts, rows, L)
-    loss = output_delta_i(delta, theta + net.offsets[2 * L - 1], Y, sw, n, fo,
-                          net.out_act)
-
-    # Backward
-    for l in range(L - 1, -1, -1):
+    delta = _at(net, acts, rows, L) + r0 * fo
+    output_delta_i(delta, theta + net.offsets[2 * L - 1], Y + r0 * fo,
+                   sw + r0, m, fo, net.out_act, rowloss + r0)
+    # Hidden deltas: D_l = f'(A_l) * (delta_{l+1} @ W_lᵀ)
+    for l in range(L - 1, 0, -1):
         fi = net.units[l]
         fo = net.units[l + 1]
-        A_prev = X if l == 0 else _act(net, acts, rows, l)
-        # grad W_l (+)= scale * A_lᵀ @ delta_{l+1}
-        gemm_rm(True, False, fi, fo, <int>n, scale, A_prev, fi, delta, fo,
-                beta, grad + net.offsets[l], fo)
-        # grad b_l (+)= scale * delta_{l+1}.sum(axis=0)
-        colsum_i(grad + net.offsets[L + l], delta, n, fo, scale, accumulate)
-        if l > 0:
-            # scratch = delta_{l+1} @ W_lᵀ
-            gemm_rm(False, True, <int>n, fi, fo, 1, delta, fo,
-                    theta + net.offsets[l], fo, 0, scratch, fi)
-            # delta_l = f'(A_l) * scratch, in place over A_l
-            A = _act(net, acts, rows, l)
-            act_backward_i(A, scratch, n, fi, net.hidden_act, net.n_threads)
-            delta = A
-    return loss
+        D = _at(net, deltas, rows, l) + r0 * fi
+        # D = delta @ W_lᵀ
+        gemm_rm(False, True, m, fi, fo, 1, delta, fo,
+                theta + net.offsets[l], fo, 0, D, fi)
+        act_backward_i(D, _at(net, acts, rows, l) + r0 * fi, m, fi,
+                       net.hidden_act)
+        delta = D
 
 
-cdef void add_penalty_grad(const Net* net, const floating* theta,
-                           floating* grad, floating coef) noexcept nogil:
-    """``grad[:n_coefs] += coef * theta[:n_coefs]`` (L2 on weights only)."""
-    if coef != 0 and net.n_coefs > 0:
-        axpy(<int>net.n_coefs, coef, theta, grad)
+cdef void params_grad(const Net* net, floating* grad, const floating* X,
+                      Py_ssize_t nb, floating* acts, floating* deltas,
+                      Py_ssize_t rows, floating scale, bint accumulate,
+                      int tid, int nt) noexcept nogil:
+    """Phase 2: thread ``tid``'s share of the gradient of a block of nb rows.
+
+    ``grad W_l[r0:r1] (+)= scale * A_l[:, r0:r1]ᵀ @ delta_{l+1}`` and
+    ``grad b_l[c0:c1] (+)= scale * delta_{l+1}[:, c0:c1].sum(axis=0)``.
+    """
+    cdef int L = net.n_layers
+    cdef int l, fi, fo
+    cdef Py_ssize_t r0, r1, c0, c1
+    cdef const floating* A_l
+    cdef floating* delta
+    cdef floating beta = 1 if accumulate else 0
+    for l in range(L):
+        fi = net.units[l]
+        fo = net.units[l + 1]
+        if l == 0:
+            A_l = X
+        else:
+            A_l = _at(net, acts, rows, l)
+        if l == L - 1:
+            delta = _at(net, acts, rows, L)
+        else:
+            delta = _at(net, deltas, rows, l + 1)
+        r0 = _part(fi, tid, nt)
+        r1 = _part(fi, tid + 1, nt)
+        if r1 > r0:
+            # grad W_l[r0:r1] (+)= scale * A_l[:, r0:r1].T @ delta
+            gemm_rm(True, False, <int>(r1 - r0), fo, <int>nb, scale, A_l + r0,
+                    fi, delta, fo, beta, grad + net.offsets[l] + r0 * fo, fo)
+        c0 = _part(fo, tid, nt)
+        c1 = _part(fo, tid + 1, nt)
+        if c1 > c0:
+            colsum_i(grad + net.offsets[L + l] + c0, delta + c0, nb, c1 - c0,
+                     fo, scale, accumulate)
 
 
-cdef double penalty_value(const Net* net, const floating* theta,
-                          double alpha) noexcept nogil:
-    """``0.5 * alpha * ||W||²`` over all weights (not biases)."""
-    if alpha == 0 or net.n_coefs == 0:
-        return 0
-    return 0.5 * alpha * dot(<int>net.n_coefs, theta, theta)
+cdef double params_step(const Net* net, floating* theta, const floating* grad,
+                        floating* s1, floating* s2, const Optim* opt,
+                        double lr_t, double l2, int tid, int nt) noexcept nogil:
+    """Phase 2: the optimizer step on thread ``tid``'s share of theta.
+
+    Returns ``sum(W**2)`` over the share's weights before the step (the
+    penalty of the batch just computed).
+    """
+    cdef int L = net.n_layers
+    cdef int l, fi, fo
+    cdef Py_ssize_t seg, size
+    cdef double sq = 0
+    for l in range(L):
+        fi = net.units[l]
+        fo = net.units[l + 1]
+        seg = net.offsets[l] + _part(fi, tid, nt) * fo
+        size = (_part(fi, tid + 1, nt) - _part(fi, tid, nt)) * fo
+        if size > 0:
+            sq += dot(<int>size, theta + seg, theta + seg)
+            step_i(opt, theta + seg, grad + seg, s1 + seg, s2 + seg, size,
+                   lr_t, l2)
+        seg = net.offsets[L + l] + _part(fo, tid, nt)
+        size = _part(fo, tid + 1, nt) - _part(fo, tid, nt)
+        if size > 0:
+            step_i(opt, theta + seg, grad + seg, s1 + seg, s2 + seg, size,
+                   lr_t, 0)
+    return sq
 
 
-cdef void forward_block(const Net* net, const floating* theta,
-                        const floating* X, Py_ssize_t n, floating* out,
-                        floating* buf0, floating* buf1) noexcept nogil:
-    """Prediction for one block of n rows into ``out`` (n × units[L])."""
+cdef double params_l2(const Net* net, const floating* theta, floating* grad,
+                      floating coef, int tid, int nt) noexcept nogil:
+    """``grad W += coef * W`` on thread ``tid``'s share; returns its sum(W**2)."""
+    cdef int L = net.n_layers
+    cdef int l, fi, fo
+    cdef Py_ssize_t seg, size
+    cdef double sq = 0
+    for l in range(L):
+        fi = net.units[l]
+        fo = net.units[l + 1]
+        seg = net.offsets[l] + _part(fi, tid, nt) * fo
+        size = (_part(fi, tid + 1, nt) - _part(fi, tid, nt)) * fo
+        if size > 0:
+            sq += dot(<int>size, theta + seg, theta + seg)
+            if coef != 0:
+                axpy(<int>size, coef, theta + seg, grad + seg)
+    return sq
+
+
+cdef void forward_rows(const Net* net, const floating* theta,
+                       const floating* X, Py_ssize_t n, floating* out,
+                       floating* buf0, floating* buf1) noexcept nogil:
+    """Prediction for n rows into ``out`` (n × units[L])."""
     cdef int L = net.n_layers
     cdef int l, fi, fo
     cdef const floating* A_prev = X
@@ -446,12 +542,21 @@ cdef void forward_block(const Net* net, const floating* theta,
         gemm_rm(False, False, <int>n, fo, fi, 1, A_prev, fi,
                 theta + net.offsets[l], fo, 0, A, fo)
         if l < L - 1:
-            bias_act_i(A, theta + net.offsets[L + l], n, fo, net.hidden_act,
-                       net.n_threads)
+            bias_act_i(A, theta + net.offsets[L + l], n, fo, net.hidden_act)
         else:
-            output_forward_i(A, theta + net.offsets[L + l], n, fo,
-                             net.out_act, net.n_threads)
+            output_forward_i(A, theta + net.offsets[L + l], n, fo, net.out_act)
         A_prev = A
+
+
+cdef int _pending_signal() noexcept nogil:
+    """True when a signal handler raised (the exception is left pending)."""
+    with gil:
+        return _check_signals() != 0
+
+
+cdef int _raise_pending() except -1:
+    """Propagate the exception that a signal handler left pending."""
+    return -1
 
 
 # --------------------------------------------------------------------------
@@ -532,20 +637,24 @@ def param_offsets(units):
 def train_workspace_size(units, Py_ssize_t rows):
     """Number of elements of the training workspace for blocks of ``rows``.
 
-    Layout: activations A_1..A_L, one scratch block for back-propagated
-    deltas, then gather buffers for a shuffled batch (X, Y, sample weight).
+    Layout: activations A_1..A_L, hidden deltas D_1..D_{L-1}, gather
+    buffers for a shuffled batch (X, Y, sample weight), then room for one
+    double per row (the per-row losses), 8-byte aligned.
     """
     L = len(units) - 1
-    max_hidden = max([int(u) for u in units[1:L]], default=0)
-    return rows * (sum(int(u) for u in units[1:]) + max_hidden
-                   + int(units[0]) + int(units[L]) + 1)
+    floats = rows * (2 * sum(int(u) for u in units[1:]) - int(units[L])
+                     + int(units[0]) + int(units[L]) + 1)
+    return floats + 2 * rows + 2
 
 
-def predict_workspace_size(units, Py_ssize_t rows):
-    """Number of elements of the prediction workspace for blocks of ``rows``."""
+def predict_workspace_size(units, Py_ssize_t rows, int n_threads=1):
+    """Number of elements of the prediction workspace for blocks of ``rows``
+    split over ``n_threads`` threads (two buffers per thread)."""
     L = len(units) - 1
     max_hidden = max([int(u) for u in units[1:L]], default=0)
-    return 2 * rows * max_hidden
+    nt = max(1, n_threads)
+    chunk = (rows + nt - 1) // nt
+    return 2 * nt * chunk * max_hidden
 
 
 cdef void _check_rows(Py_ssize_t rows) except *:
@@ -553,6 +662,13 @@ cdef void _check_rows(Py_ssize_t rows) except *:
         raise ValueError("block size must be >= 1")
     if rows > INT_MAX:
         raise ValueError("block size too large for 32-bit BLAS sizes")
+
+
+cdef double* _rowloss_area(floating* work, Py_ssize_t used) noexcept nogil:
+    """The double-aligned area after ``used`` elements of the workspace."""
+    cdef size_t addr = <size_t>(work + used)
+    addr = (addr + 7) & ~(<size_t>7)
+    return <double*>addr
 
 
 def loss_grad(floating[::1] theta, floating[::1] grad,
@@ -564,7 +680,8 @@ def loss_grad(floating[::1] theta, floating[::1] grad,
     """Full-batch loss and gradient (the objective lbfgs minimises).
 
     The rows of ``X`` are processed in blocks of ``block_rows`` (the
-    workspace is sized for that), the gradient accumulated over blocks.
+    workspace is sized for that), the gradient accumulated over blocks, by
+    ``n_threads`` OpenMP threads (call BLAS single-threaded).
 
     Returns
     -------
@@ -578,18 +695,30 @@ def loss_grad(floating[::1] theta, floating[::1] grad,
     cdef Net net = _make_net(units, offsets, theta.shape[0], hidden_act,
                              out_act, n_threads)
     cdef Py_ssize_t n = X.shape[0]
-    cdef Py_ssize_t start, nb, rows = min(block_rows, n)
-    cdef double total = 0, sw_sum = 0, pen
+    cdef Py_ssize_t nf = X.shape[1]
+    cdef Py_ssize_t k = Y.shape[1]
+    cdef Py_ssize_t rows = min(block_rows, n)
+    cdef Py_ssize_t start, nb, i, r0, r1
+    cdef int tid, t
+    cdef int nt = net.n_threads
+    cdef double sw_sum = 0, sq = 0
+    cdef double[::1] parts = np.zeros(nt + 1, dtype=np.float64)
+    cdef double* shared
     cdef floating scale
     cdef floating* acts
-    cdef floating* scratch
-    cdef Py_ssize_t i
+    cdef floating* deltas
+    cdef double* rowloss
+    cdef floating* theta_p
+    cdef floating* grad_p
+    cdef const floating* X_p
+    cdef const floating* Y_p
+    cdef const floating* sw_p
     if n < 1:
         raise ValueError("loss_grad needs at least one sample")
     _check_rows(rows)
     if grad.shape[0] != theta.shape[0]:
         raise ValueError("grad and theta differ in size")
-    if X.shape[1] != units[0] or Y.shape[1] != units[net.n_layers]:
+    if nf != units[0] or k != units[net.n_layers]:
         raise ValueError("X or Y do not match the layer widths")
     if Y.shape[0] != n or sample_weight.shape[0] != n:
         raise ValueError("X, Y and sample_weight differ in length")
@@ -601,19 +730,38 @@ def loss_grad(floating[::1] theta, floating[::1] grad,
         raise ValueError("the sample weights sum to zero")
     scale = <floating>(1.0 / sw_sum)
     acts = &work[0]
-    scratch = acts + rows * net.sum_units
-    with nogil:
+    deltas = acts + rows * net.sum_units
+    rowloss = _rowloss_area(
+        &work[0], rows * (2 * net.sum_units - units[net.n_layers] + nf + k + 1))
+    theta_p = &theta[0]
+    grad_p = &grad[0]
+    X_p = &X[0, 0]
+    Y_p = &Y[0, 0]
+    sw_p = &sample_weight[0]
+    shared = &parts[0]
+    with nogil, parallel(num_threads=nt):
+        tid = threadid()
         start = 0
         while start < n:
             nb = min(rows, n - start)
-            total += forward_loss_backward(
-                &net, &theta[0], &grad[0], &X[start, 0], &Y[start, 0],
-                &sample_weight[start], nb, scale, start > 0, acts, scratch,
-                rows)
-            start += nb
-        add_penalty_grad(&net, &theta[0], &grad[0], <floating>(alpha / sw_sum))
-        pen = penalty_value(&net, &theta[0], alpha) / sw_sum
-    return total / sw_sum, pen
+            r0 = _part(nb, tid, nt)
+            r1 = _part(nb, tid + 1, nt)
+            rows_forward_backward(&net, theta_p, X_p + start * nf,
+                                  Y_p + start * k, sw_p + start, r0, r1,
+                                  acts, deltas, rows, rowloss)
+            cbp_barrier()
+            params_grad(&net, grad_p, X_p + start * nf, nb, acts, deltas, rows,
+                        scale, start > 0, tid, nt)
+            if tid == 0:
+                for i in range(nb):
+                    shared[nt] += rowloss[i]
+            cbp_barrier()
+            start = start + nb
+        shared[tid] = params_l2(&net, theta_p, grad_p,
+                                <floating>(alpha / sw_sum), tid, nt)
+    for t in range(nt):
+        sq += parts[t]
+    return parts[nt] / sw_sum, 0.5 * alpha * sq / sw_sum
 
 
 def train_epoch(floating[::1] theta, floating[::1] grad,
@@ -630,12 +778,15 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
 
     Batches are consecutive runs of ``batch_size`` entries of ``order``
     (or of the rows, when ``order`` is None), gathered into the workspace.
-    Each batch: forward, output delta, backward, the L2 gradient, and one
-    fused optimizer step over ``theta``; ``state_1``/``state_2`` are the
-    velocity (sgd) or the moments m and v (adam). ``step[0]`` counts Adam's
-    updates and is advanced in place, so it stays right if the epoch is
-    interrupted. Pending signals (Ctrl-C) are checked between batches: a
-    KeyboardInterrupt leaves theta as it was after the last whole step.
+    Each batch: forward, output delta, backward, and one fused optimizer
+    step per parameter segment with the L2 gradient ``alpha * W / sw_sum``
+    added on the fly; ``state_1``/``state_2`` are the velocity (sgd) or the
+    moments m and v (adam). ``n_threads`` OpenMP threads share each batch
+    (call BLAS single-threaded); the weights do not depend on their number.
+    ``step[0]`` counts Adam's updates and is advanced in place, so it stays
+    right if the epoch is interrupted. Pending signals (Ctrl-C) are checked
+    between batches: the exception is raised with theta as it was after
+    the last whole step.
 
     Returns
     -------
@@ -650,6 +801,7 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
     """
     cdef Net net = _make_net(units, offsets, theta.shape[0], hidden_act,
                              out_act, n_threads)
+    cdef Optim opt
     cdef Py_ssize_t n = X.shape[0]
     cdef Py_ssize_t nf = X.shape[1]
     cdef Py_ssize_t k = Y.shape[1]
@@ -657,23 +809,38 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
     cdef Py_ssize_t rows = min(batch_size, n)
     cdef bint shuffled = order is not None
     cdef Py_ssize_t n_total = order.shape[0] if shuffled else n
-    cdef Py_ssize_t start, nb, i, r
-    cdef double sum_data = 0, sum_pen = 0, batch_data, batch_pen, sw_sum
-    cdef double lr_t
-    cdef int status = _STATUS_OK
+    cdef Py_ssize_t start, nb, i, r, r0, r1, t_local, step0
+    cdef int tid, t
+    cdef int nt = net.n_threads
+    cdef double sw_sum, batch_data, sq, lr_t
+    # shared results: [0] sum_data, [1] sum_penalty, [2] rows done,
+    # [3] status, [4] stop flag, [5:] per-thread sum(W**2)
+    cdef double[::1] shared_mv = np.zeros(5 + nt, dtype=np.float64)
+    cdef double* shared = &shared_mv[0]
     cdef floating* acts
-    cdef floating* scratch
+    cdef floating* deltas
     cdef floating* Xb
     cdef floating* Yb
     cdef floating* swb
-    cdef const floating* Xp
-    cdef const floating* Yp
-    cdef const floating* swp
-    cdef Py_ssize_t done = 0
+    cdef double* rowloss
+    cdef floating* theta_p
+    cdef floating* grad_p
+    cdef floating* s1_p
+    cdef floating* s2_p
+    cdef const floating* X_p
+    cdef const floating* Y_p
+    cdef const floating* sw_p
+    cdef const Py_ssize_t* order_p = NULL
+    cdef Py_ssize_t* step_p
+    cdef const floating* Xc
+    cdef const floating* Yc
+    cdef const floating* swc
 
     if n < 1:
         raise ValueError("train_epoch needs at least one sample")
     _check_rows(rows)
+    if solver not in (SOLVER_SGD, SOLVER_ADAM):
+        raise ValueError(f"unknown solver code {solver}")
     if grad.shape[0] != P or state_1.shape[0] != P or (
             solver == SOLVER_ADAM and state_2.shape[0] != P):
         raise ValueError("grad and optimizer state must match theta in size")
@@ -683,105 +850,157 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
         raise ValueError("X, Y and sample_weight differ in length")
     if work.shape[0] < train_workspace_size(units, rows):
         raise ValueError("workspace too small")
-    if solver not in (SOLVER_SGD, SOLVER_ADAM):
-        raise ValueError(f"unknown solver code {solver}")
     if step.shape[0] < 1:
         raise ValueError("step must hold one counter")
     if shuffled:
         for i in range(n_total):
             if order[i] < 0 or order[i] >= n:
                 raise ValueError("order holds an index out of range")
+        if n_total > 0:
+            order_p = &order[0]
+    if n_total == 0:
+        return 0.0, 0.0, 0, STATUS_OK
+
+    opt.solver = solver
+    opt.learning_rate = learning_rate
+    opt.momentum = momentum
+    opt.nesterov = nesterov
+    opt.beta_1 = beta_1
+    opt.beta_2 = beta_2
+    opt.epsilon = epsilon
 
     acts = &work[0]
-    scratch = acts + rows * net.sum_units
-    Xb = scratch + rows * net.max_hidden
+    deltas = acts + rows * net.sum_units
+    Xb = deltas + rows * (net.sum_units - units[net.n_layers])
     Yb = Xb + rows * nf
     swb = Yb + rows * k
+    rowloss = _rowloss_area(&work[0], (swb - acts) + rows)
+    theta_p = &theta[0]
+    grad_p = &grad[0]
+    s1_p = &state_1[0]
+    s2_p = &state_2[0] if solver == SOLVER_ADAM else NULL
+    X_p = &X[0, 0]
+    Y_p = &Y[0, 0]
+    sw_p = &sample_weight[0]
+    step_p = &step[0]
+    step0 = step[0]
 
-    with nogil:
+    with nogil, parallel(num_threads=nt):
+        tid = threadid()
+        t_local = step0
         start = 0
         while start < n_total:
             nb = min(rows, n_total - start)
+            r0 = _part(nb, tid, nt)
+            r1 = _part(nb, tid + 1, nt)
             if shuffled:
-                # gather the batch: Xb = X[order[start:start + nb]], ...
-                for i in range(nb):
-                    r = order[start + i]
-                    memcpy(Xb + i * nf, &X[r, 0], nf * sizeof(floating))
-                    memcpy(Yb + i * k, &Y[r, 0], k * sizeof(floating))
-                    swb[i] = sample_weight[r]
-                Xp = Xb
-                Yp = Yb
-                swp = swb
+                # gather this thread's rows: Xb[i] = X[order[start + i]], ...
+                for i in range(r0, r1):
+                    r = order_p[start + i]
+                    memcpy(Xb + i * nf, X_p + r * nf, nf * sizeof(floating))
+                    memcpy(Yb + i * k, Y_p + r * k, k * sizeof(floating))
+                    swb[i] = sw_p[r]
+                Xc = Xb
+                Yc = Yb
+                swc = swb
             else:
-                Xp = &X[start, 0]
-                Yp = &Y[start, 0]
-                swp = &sample_weight[start]
+                Xc = X_p + start * nf
+                Yc = Y_p + start * k
+                swc = sw_p + start
+            rows_forward_backward(&net, theta_p, Xc, Yc, swc, r0, r1, acts,
+                                  deltas, rows, rowloss)
+            cbp_barrier()
+            # every thread sums the same numbers in the same order, so all
+            # take the same decisions below
             sw_sum = 0
+            batch_data = 0
             for i in range(nb):
-                sw_sum += swp[i]
+                sw_sum = sw_sum + swc[i]
+                batch_data = batch_data + rowloss[i]
             if sw_sum > 0:
-                batch_data = forward_loss_backward(
-                    &net, &theta[0], &grad[0], Xp, Yp, swp, nb,
-                    <floating>(1.0 / sw_sum), False, acts, scratch, rows
-                ) / sw_sum
-                batch_pen = penalty_value(&net, &theta[0], alpha) / sw_sum
-                if not (isfinite(batch_data) and isfinite(batch_pen)):
-                    status = _STATUS_NONFINITE_LOSS
+                if not isfinite(batch_data):
+                    if tid == 0:
+                        shared[3] = _STATUS_NONFINITE_LOSS
                     break
-                add_penalty_grad(&net, &theta[0], &grad[0],
-                                 <floating>(alpha / sw_sum))
+                params_grad(&net, grad_p, Xc, nb, acts, deltas, rows,
+                            <floating>(1.0 / sw_sum), False, tid, nt)
+                lr_t = 0
                 if solver == SOLVER_ADAM:
-                    step[0] += 1
-                    lr_t = (learning_rate * sqrt(1 - pow(beta_2, step[0]))
-                            / (1 - pow(beta_1, step[0])))
-                    adam_step_i(&theta[0], &grad[0], &state_1[0], &state_2[0],
-                                P, <floating>lr_t, <floating>beta_1,
-                                <floating>beta_2, <floating>epsilon,
-                                net.n_threads)
-                else:
-                    sgd_step_i(&theta[0], &grad[0], &state_1[0], P,
-                               <floating>learning_rate, <floating>momentum,
-                               nesterov, net.n_threads)
-                sum_data += batch_data * nb
-                sum_pen += batch_pen * nb
+                    t_local = t_local + 1
+                    lr_t = (learning_rate * sqrt(1 - pow(beta_2, t_local))
+                            / (1 - pow(beta_1, t_local)))
+                shared[5 + tid] = params_step(&net, theta_p, grad_p, s1_p,
+                                              s2_p, &opt, lr_t, alpha / sw_sum,
+                                              tid, nt)
             # batches whose weights are all zero carry no gradient: skipped
-            done += nb
-            start += nb
-            if start < n_total:
-                with gil:
-                    PyErr_CheckSignals()
-    return sum_data, sum_pen, done, status
+            if tid == 0 and start + nb < n_total and _pending_signal():
+                shared[4] = 1
+            cbp_barrier()
+            if tid == 0:
+                if sw_sum > 0:
+                    sq = 0
+                    for t in range(nt):
+                        sq = sq + shared[5 + t]
+                    shared[0] += batch_data / sw_sum * nb
+                    shared[1] += 0.5 * alpha * sq / sw_sum * nb
+                shared[2] += nb
+                step_p[0] = t_local
+            start = start + nb
+            if shared[4] != 0:
+                break
+    if shared[4] != 0:
+        _raise_pending()
+    return shared[0], shared[1], <Py_ssize_t>shared[2], <int>shared[3]
 
 
 def forward(const floating[::1] theta, const floating[:, ::1] X,
             floating[:, ::1] out, const int[::1] units,
             const Py_ssize_t[::1] offsets, int hidden_act, int out_act,
             floating[::1] work, Py_ssize_t block_rows, int n_threads=1):
-    """Predict ``out = network(X)`` in blocks of ``block_rows``, without the GIL.
-
-    Memory beyond ``out`` is the workspace, bounded by the block size.
-    """
+    """Predict ``out = network(X)`` in blocks of ``block_rows`` rows, each
+    block split over ``n_threads`` OpenMP threads (call BLAS
+    single-threaded), without the GIL. Memory beyond ``out`` is the
+    workspace, bounded by the block size."""
     cdef Net net = _make_net(units, offsets, theta.shape[0], hidden_act,
                              out_act, n_threads)
     cdef Py_ssize_t n = X.shape[0]
-    cdef Py_ssize_t start, nb, rows = min(block_rows, n)
+    cdef Py_ssize_t nf = X.shape[1]
+    cdef Py_ssize_t k = out.shape[1]
+    cdef Py_ssize_t start, nb, r0, r1, chunk, rows = min(block_rows, n)
+    cdef int tid
+    cdef int nt = net.n_threads
     cdef floating* buf0
     cdef floating* buf1
+    cdef floating* work_p
+    cdef const floating* theta_p = &theta[0]
+    cdef const floating* X_p
+    cdef floating* out_p
     if n == 0:
         return
     _check_rows(rows)
-    if X.shape[1] != units[0] or out.shape[1] != units[net.n_layers]:
+    if nf != units[0] or k != units[net.n_layers]:
         raise ValueError("X or out do not match the layer widths")
     if out.shape[0] != n:
         raise ValueError("X and out differ in length")
-    if work.shape[0] < predict_workspace_size(units, rows):
+    if work.shape[0] < predict_workspace_size(units, rows, nt):
         raise ValueError("workspace too small")
-    buf0 = &work[0] if work.shape[0] > 0 else NULL
-    buf1 = buf0 + rows * net.max_hidden if buf0 != NULL else NULL
-    with nogil:
+    chunk = (rows + nt - 1) // nt
+    work_p = &work[0] if work.shape[0] > 0 else NULL
+    X_p = &X[0, 0]
+    out_p = &out[0, 0]
+    with nogil, parallel(num_threads=nt):
+        tid = threadid()
+        buf0 = NULL
+        buf1 = NULL
+        if work_p != NULL:
+            buf0 = work_p + 2 * tid * chunk * net.max_hidden
+            buf1 = buf0 + chunk * net.max_hidden
         start = 0
         while start < n:
             nb = min(rows, n - start)
-            forward_block(&net, &theta[0], &X[start, 0], nb, &out[start, 0],
-                          buf0, buf1)
-            start += nb
+            r0 = _part(nb, tid, nt)
+            r1 = _part(nb, tid + 1, nt)
+            if r1 > r0:
+                forward_rows(&net, theta_p, X_p + (start + r0) * nf, r1 - r0,
+                             out_p + (start + r0) * k, buf0, buf1)
+            start = start + nb

@@ -109,7 +109,7 @@ def test_blocked_gradient_equals_whole_batch(dtype):
 def test_forward_matches_numpy(hidden, out, dtype):
     X, _, _, units, offsets, theta = _problem(out, dtype, n=40)
     rows = 9  # several blocks, the last one partial
-    work = np.empty(_core.predict_workspace_size(units, rows), dtype=dtype)
+    work = np.empty(_core.predict_workspace_size(units, rows, 2), dtype=dtype)
     got = np.empty((X.shape[0], units[-1]), dtype=dtype)
     _core.forward(theta, X, got, units, offsets, _core.HIDDEN_ACTIVATIONS[hidden],
                   _core.OUTPUT_ACTIVATIONS[out], work, rows, 2)
