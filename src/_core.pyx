@@ -67,6 +67,8 @@ cdef enum:
     OUT_IDENTITY = 0   # identity + half squared error
     OUT_LOGISTIC = 1   # logistic + binary cross-entropy
     OUT_SOFTMAX = 2    # softmax + cross-entropy
+    # Thread shares of GEMM rows start at multiples of this (see _part_q).
+    SPLIT_QUANTUM = 48
     # Solvers with an in-core step.
     SOLVER_SGD = 0
     SOLVER_ADAM = 1
@@ -161,6 +163,20 @@ cdef inline floating _softplus(floating x) noexcept nogil:
 cdef inline Py_ssize_t _part(Py_ssize_t n, int tid, int nt) noexcept nogil:
     """Start of thread ``tid``'s share of ``n`` items split ``nt`` ways."""
     return (n * tid) // nt
+
+
+cdef inline Py_ssize_t _part_q(Py_ssize_t n, int tid, int nt) noexcept nogil:
+    """Start of thread ``tid``'s share of ``n`` rows of a GEMM operand.
+
+    Shares start at multiples of SPLIT_QUANTUM rows. BLAS micro-kernels
+    tile these dimensions by 4 to 24 rows and compute edge tiles with
+    other instructions (FMA or not), so a row's result can depend on
+    where a call starts; splitting only at common multiples of the tile
+    sizes makes every row's arithmetic, and so the trained weights,
+    independent of the thread count.
+    """
+    cdef Py_ssize_t nq = (n + SPLIT_QUANTUM - 1) // SPLIT_QUANTUM
+    return min(n, ((nq * tid) // nt) * SPLIT_QUANTUM)
 
 
 # --------------------------------------------------------------------------
@@ -460,8 +476,8 @@ cdef void params_grad(const Net* net, floating* grad, const floating* X,
             delta = _at(net, acts, rows, L)
         else:
             delta = _at(net, deltas, rows, l + 1)
-        r0 = _part(fi, tid, nt)
-        r1 = _part(fi, tid + 1, nt)
+        r0 = _part_q(fi, tid, nt)
+        r1 = _part_q(fi, tid + 1, nt)
         if r1 > r0:
             # grad W_l[r0:r1] (+)= scale * A_l[:, r0:r1].T @ delta
             gemm_rm(True, False, <int>(r1 - r0), fo, <int>nb, scale, A_l + r0,
@@ -488,8 +504,8 @@ cdef double params_step(const Net* net, floating* theta, const floating* grad,
     for l in range(L):
         fi = net.units[l]
         fo = net.units[l + 1]
-        seg = net.offsets[l] + _part(fi, tid, nt) * fo
-        size = (_part(fi, tid + 1, nt) - _part(fi, tid, nt)) * fo
+        seg = net.offsets[l] + _part_q(fi, tid, nt) * fo
+        size = (_part_q(fi, tid + 1, nt) - _part_q(fi, tid, nt)) * fo
         if size > 0:
             sq += dot(<int>size, theta + seg, theta + seg)
             step_i(opt, theta + seg, grad + seg, s1 + seg, s2 + seg, size,
@@ -512,8 +528,8 @@ cdef double params_l2(const Net* net, const floating* theta, floating* grad,
     for l in range(L):
         fi = net.units[l]
         fo = net.units[l + 1]
-        seg = net.offsets[l] + _part(fi, tid, nt) * fo
-        size = (_part(fi, tid + 1, nt) - _part(fi, tid, nt)) * fo
+        seg = net.offsets[l] + _part_q(fi, tid, nt) * fo
+        size = (_part_q(fi, tid + 1, nt) - _part_q(fi, tid, nt)) * fo
         if size > 0:
             sq += dot(<int>size, theta + seg, theta + seg)
             if coef != 0:
@@ -653,8 +669,13 @@ def predict_workspace_size(units, Py_ssize_t rows, int n_threads=1):
     L = len(units) - 1
     max_hidden = max([int(u) for u in units[1:L]], default=0)
     nt = max(1, n_threads)
-    chunk = (rows + nt - 1) // nt
-    return 2 * nt * chunk * max_hidden
+    return 2 * nt * _share_capacity(rows, nt) * max_hidden
+
+
+cdef Py_ssize_t _share_capacity(Py_ssize_t rows, int nt) noexcept nogil:
+    """Most rows any thread's share (``_part_q``) of ``rows`` can hold."""
+    cdef Py_ssize_t nq = (rows + SPLIT_QUANTUM - 1) // SPLIT_QUANTUM
+    return min(rows, ((nq + nt - 1) // nt) * SPLIT_QUANTUM)
 
 
 cdef void _check_rows(Py_ssize_t rows) except *:
@@ -744,8 +765,8 @@ def loss_grad(floating[::1] theta, floating[::1] grad,
         start = 0
         while start < n:
             nb = min(rows, n - start)
-            r0 = _part(nb, tid, nt)
-            r1 = _part(nb, tid + 1, nt)
+            r0 = _part_q(nb, tid, nt)
+            r1 = _part_q(nb, tid + 1, nt)
             rows_forward_backward(&net, theta_p, X_p + start * nf,
                                   Y_p + start * k, sw_p + start, r0, r1,
                                   acts, deltas, rows, rowloss)
@@ -891,8 +912,8 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
         start = 0
         while start < n_total:
             nb = min(rows, n_total - start)
-            r0 = _part(nb, tid, nt)
-            r1 = _part(nb, tid + 1, nt)
+            r0 = _part_q(nb, tid, nt)
+            r1 = _part_q(nb, tid + 1, nt)
             if shuffled:
                 # gather this thread's rows: Xb[i] = X[order[start + i]], ...
                 for i in range(r0, r1):
@@ -984,7 +1005,7 @@ def forward(const floating[::1] theta, const floating[:, ::1] X,
         raise ValueError("X and out differ in length")
     if work.shape[0] < predict_workspace_size(units, rows, nt):
         raise ValueError("workspace too small")
-    chunk = (rows + nt - 1) // nt
+    chunk = _share_capacity(rows, nt)
     work_p = &work[0] if work.shape[0] > 0 else NULL
     X_p = &X[0, 0]
     out_p = &out[0, 0]
@@ -998,8 +1019,8 @@ def forward(const floating[::1] theta, const floating[:, ::1] X,
         start = 0
         while start < n:
             nb = min(rows, n - start)
-            r0 = _part(nb, tid, nt)
-            r1 = _part(nb, tid + 1, nt)
+            r0 = _part_q(nb, tid, nt)
+            r1 = _part_q(nb, tid + 1, nt)
             if r1 > r0:
                 forward_rows(&net, theta_p, X_p + (start + r0) * nf, r1 - r0,
                              out_p + (start + r0) * k, buf0, buf1)

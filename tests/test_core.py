@@ -139,3 +139,55 @@ def test_core_rejects_inconsistent_buffers():
     with pytest.raises(ValueError, match="workspace"):
         _core.loss_grad(theta, np.empty_like(theta), X, Y, sw, units, offsets, 0, 0, 0.0,
                         np.empty(3), X.shape[0], 1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_results_do_not_depend_on_thread_count(dtype):
+    """forward, loss_grad and train_epoch give the same bits for 1..5 threads
+    (thread shares of GEMM rows start at multiples of the BLAS tile sizes)."""
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.RandomState(0)
+    units = np.array([30, 70, 50, 4], np.intc)
+    offsets, P = _core.param_offsets(units)
+    n = 333
+    X = rng.normal(size=(n, 30)).astype(dtype)
+    Y = np.eye(4, dtype=dtype)[rng.randint(0, 4, n)]
+    sw = np.ones(n, dtype)
+    theta0 = rng.uniform(-0.2, 0.2, P).astype(dtype)
+    order = rng.permutation(n).astype(np.intp)
+    results = []
+    with threadpool_limits(1, user_api="blas"):
+        for nt in (1, 2, 3, 5):
+            out = np.empty((n, 4), dtype)
+            rows = 100
+            work = np.empty(_core.predict_workspace_size(units, rows, nt), dtype)
+            _core.forward(theta0, X, out, units, offsets, 3, 2, work, rows, nt)
+            grad = np.empty_like(theta0)
+            work = np.empty(_core.train_workspace_size(units, rows), dtype)
+            _core.loss_grad(theta0, grad, X, Y, sw, units, offsets, 2, 2, 0.1, work,
+                            rows, nt)
+            theta = theta0.copy()
+            s1, s2 = np.zeros_like(theta), np.zeros_like(theta)
+            step = np.zeros(1, np.intp)
+            _core.train_epoch(theta, np.empty_like(theta), s1, s2, X, Y, sw, order,
+                              64, units, offsets, 3, 2, 1e-3, 1, 1e-2, 0.9, True,
+                              0.9, 0.999, 1e-8, step, work, nt)
+            results.append((out, grad, theta))
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(results[0][2], theta0)
+
+
+def test_predict_workspace_holds_every_thread_share():
+    units = np.array([5, 9, 2], np.intc)
+    for rows in (1, 47, 48, 49, 200, 1000):
+        for nt in (1, 2, 3, 7, 16):
+            size = _core.predict_workspace_size(units, rows, nt)
+            # each thread needs two buffers of its largest share of rows
+            q = 48
+            nq = -(-rows // q)
+            largest = max(min(rows, (nq * (t + 1) // nt) * q) - min(rows, (nq * t // nt) * q)
+                          for t in range(nt))
+            assert size >= 2 * nt * largest * 9
