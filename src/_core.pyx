@@ -52,6 +52,16 @@ cdef extern from *:
     int cbp_has_openmp() nogil
     void cbp_barrier() nogil
 
+cdef extern from "_kernels.h" nogil:
+    void cbp_bias_relu_f(float* Z, const float* b, Py_ssize_t n, Py_ssize_t m)
+    void cbp_bias_relu_d(double* Z, const double* b, Py_ssize_t n, Py_ssize_t m)
+    void cbp_relu_backward_f(float* D, const float* A, Py_ssize_t size)
+    void cbp_relu_backward_d(double* D, const double* A, Py_ssize_t size)
+    void cbp_tanh_backward_f(float* D, const float* A, Py_ssize_t size)
+    void cbp_tanh_backward_d(double* D, const double* A, Py_ssize_t size)
+    void cbp_logistic_backward_f(float* D, const float* A, Py_ssize_t size)
+    void cbp_logistic_backward_d(double* D, const double* A, Py_ssize_t size)
+
 cdef extern from "Python.h":
     # declared without an exception value: the caller decides what to do
     # with a pending exception (see _raise_pending)
@@ -190,11 +200,10 @@ cdef void bias_act_i(floating* Z, const floating* b, Py_ssize_t n,
     cdef floating v
     cdef floating* z
     if act == ACT_RELU:
-        for i in range(n):
-            z = Z + i * m
-            for j in range(m):
-                v = z[j] + b[j]
-                z[j] = v if v > 0 else 0
+        if floating is float:
+            cbp_bias_relu_f(Z, b, n, m)
+        else:
+            cbp_bias_relu_d(Z, b, n, m)
     elif act == ACT_TANH:
         for i in range(n):
             z = Z + i * m
@@ -216,21 +225,22 @@ cdef void act_backward_i(floating* D, const floating* A, Py_ssize_t n,
                          Py_ssize_t m, int act) noexcept nogil:
     """Hidden delta, in place: ``D = D * f'(A)``, the derivative taken from
     the stored activation ``A = f(Z)``."""
-    cdef Py_ssize_t i
     cdef Py_ssize_t size = n * m
-    cdef floating a
-    if act == ACT_RELU:
-        # branch-free, so the loop vectorises
-        for i in range(size):
-            D[i] = D[i] * <floating>(A[i] > 0)
-    elif act == ACT_TANH:
-        for i in range(size):
-            a = A[i]
-            D[i] = D[i] * (1 - a * a)
-    elif act == ACT_LOGISTIC:
-        for i in range(size):
-            a = A[i]
-            D[i] = D[i] * (a * (1 - a))
+    # C kernels with restrict pointers (src/_kernels.h): these vectorise
+    if floating is float:
+        if act == ACT_RELU:
+            cbp_relu_backward_f(D, A, size)
+        elif act == ACT_TANH:
+            cbp_tanh_backward_f(D, A, size)
+        elif act == ACT_LOGISTIC:
+            cbp_logistic_backward_f(D, A, size)
+    else:
+        if act == ACT_RELU:
+            cbp_relu_backward_d(D, A, size)
+        elif act == ACT_TANH:
+            cbp_tanh_backward_d(D, A, size)
+        elif act == ACT_LOGISTIC:
+            cbp_logistic_backward_d(D, A, size)
 
 
 cdef void output_delta_i(floating* Z, const floating* b, const floating* Y,
