@@ -253,10 +253,10 @@ cdef void output_delta_i(floating* Z, const floating* b, const floating* Y,
     they are (log-softmax, softplus).
     """
     cdef Py_ssize_t i, j
-    cdef floating v, mx, s, lse, w, p
+    cdef floating v, mx, s, w, p
     cdef floating* z
     cdef const floating* y
-    cdef double row
+    cdef double row, ysum
     for i in range(n):
         z = Z + i * k
         y = Y + i * k
@@ -268,15 +268,18 @@ cdef void output_delta_i(floating* Z, const floating* b, const floating* Y,
                 z[j] = z[j] + b[j]
                 if z[j] > mx:
                     mx = z[j]
+            # loss_i = sum_j y_j (lse - z_j), lse = mx + log(sum_j exp(z_j - mx))
             s = 0
-            for j in range(k):
-                s = s + _exp(z[j] - mx)
-            lse = mx + _log(s)
+            ysum = 0
             for j in range(k):
                 if y[j] != 0:
-                    row += y[j] * (lse - z[j])
-                p = _exp(z[j] - lse)
-                z[j] = w * (p - y[j])
+                    row += y[j] * (mx - z[j])
+                    ysum += y[j]
+                z[j] = _exp(z[j] - mx)
+                s = s + z[j]
+            row += ysum * _log(s)
+            for j in range(k):
+                z[j] = w * (z[j] / s - y[j])
         elif out_act == OUT_LOGISTIC:
             for j in range(k):
                 v = z[j] + b[j]
