@@ -42,7 +42,7 @@ _STOCHASTIC_SOLVERS = ("sgd", "adam")
 
 # Rows per block in prediction and in lbfgs's full-batch passes: the
 # working memory is bounded by the block, not by the number of samples.
-_BLOCK_ELEMENTS = 1 << 21
+_BLOCK_ELEMENTS = 1 << 19
 _MIN_BLOCK_ROWS = 256
 _MAX_BLOCK_ROWS = 8192
 
