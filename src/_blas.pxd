@@ -10,7 +10,8 @@ All sizes are BLAS ``int``: callers check they fit before calling.
 """
 
 from cython cimport floating
-from scipy.linalg.cython_blas cimport sgemm, dgemm, saxpy, daxpy, sdot, ddot
+from scipy.linalg.cython_blas cimport (sgemm, dgemm, sgemv, dgemv, saxpy,
+                                       daxpy, sdot, ddot)
 
 
 cdef inline void gemm_rm(bint trans_a, bint trans_b, int m, int n, int k,
@@ -20,10 +21,22 @@ cdef inline void gemm_rm(bint trans_a, bint trans_b, int m, int n, int k,
     """Row-major ``C[m, n] = alpha * op(A) @ op(B) + beta * C``.
 
     op(A) is m×k and op(B) is k×n; lda, ldb, ldc are the row strides
-    (number of columns of the stored, untransposed matrices).
+    (number of columns of the stored, untransposed matrices). A single
+    output column (n == 1) goes to gemv and a single inner dimension
+    (k == 1, an outer product) to a plain loop: GEMM's packing costs more
+    than the work there. Only n and k choose the route, never m, which
+    callers split over threads.
     """
     cdef char ta = b't' if trans_a else b'n'
     cdef char tb = b't' if trans_b else b'n'
+    if m <= 0 or n <= 0:
+        return
+    if n == 1:
+        gemv_col_rm(trans_a, trans_b, m, k, alpha, a, lda, b, ldb, beta, c, ldc)
+        return
+    if k == 1:
+        outer_rm(trans_a, trans_b, m, n, alpha, a, lda, b, ldb, beta, c, ldc)
+        return
     # column-major: Cᵀ[n, m] = op(B)ᵀ[n, k] @ op(A)ᵀ[k, m]
     if floating is float:
         sgemm(&tb, &ta, &n, &m, &k, &alpha, <float*>b, &ldb, <float*>a, &lda,
@@ -31,6 +44,54 @@ cdef inline void gemm_rm(bint trans_a, bint trans_b, int m, int n, int k,
     else:
         dgemm(&tb, &ta, &n, &m, &k, &alpha, <double*>b, &ldb, <double*>a, &lda,
               &beta, c, &ldc)
+
+
+cdef inline void gemv_col_rm(bint trans_a, bint trans_b, int m, int k,
+                             floating alpha, const floating* a, int lda,
+                             const floating* b, int ldb, floating beta,
+                             floating* c, int ldc) noexcept nogil:
+    """``C[:, 0] = alpha * op(A) @ op(B)[:, 0] + beta * C[:, 0]`` (n == 1)."""
+    # x = op(B)[:, 0]: a column of B (stride ldb), or B's one row (stride 1)
+    cdef int incx = 1 if trans_b else ldb
+    cdef char t
+    cdef int rows, cols
+    if trans_a:
+        # op(A) = Aᵀ with A stored k×m: column-major m×k, ld lda
+        t = b'n'
+        rows = m
+        cols = k
+    else:
+        # A stored m×k row-major is column-major k×m: y = (A_cm)ᵀ x
+        t = b't'
+        rows = k
+        cols = m
+    if floating is float:
+        sgemv(&t, &rows, &cols, &alpha, <float*>a, &lda, <float*>b, &incx,
+              &beta, c, &ldc)
+    else:
+        dgemv(&t, &rows, &cols, &alpha, <double*>a, &lda, <double*>b, &incx,
+              &beta, c, &ldc)
+
+
+cdef inline void outer_rm(bint trans_a, bint trans_b, int m, int n,
+                          floating alpha, const floating* a, int lda,
+                          const floating* b, int ldb, floating beta,
+                          floating* c, int ldc) noexcept nogil:
+    """``C = alpha * op(A)[:, 0] ⊗ op(B)[0, :] + beta * C`` (k == 1)."""
+    cdef Py_ssize_t i, j
+    cdef Py_ssize_t inca = 1 if trans_a else lda
+    cdef Py_ssize_t incb = ldb if trans_b else 1
+    cdef floating ai
+    cdef floating* row
+    for i in range(m):
+        ai = alpha * a[i * inca]
+        row = c + i * ldc
+        if beta == 0:
+            for j in range(n):
+                row[j] = ai * b[j * incb]
+        else:
+            for j in range(n):
+                row[j] = beta * row[j] + ai * b[j * incb]
 
 
 cdef inline void axpy(int n, floating alpha, const floating* x,

@@ -76,6 +76,33 @@ def test_gradient_matches_finite_differences(hidden, out, dtype):
     np.testing.assert_allclose(grad, fd, rtol=tol, atol=tol * np.abs(fd).max())
 
 
+@pytest.mark.parametrize("units", [(4, 1, 3, 1), (3, 5, 1, 2), (6, 2)])
+@pytest.mark.parametrize("out", OUTPUTS)
+def test_gradient_with_width_one_layers(units, out):
+    """Layers of one unit take the gemv / outer-product routes of the BLAS wrapper."""
+    if out == "softmax" and units[-1] == 1:
+        pytest.skip("softmax needs two outputs")
+    X, Y, sw, units, offsets, theta = _problem(out, np.float64, units=units, n=11)
+    loss, grad = _loss_grad(theta, X, Y, sw, units, offsets, "tanh", out, 0.2)
+
+    def f(t):
+        c, b = _unpack(t, units, offsets)
+        return ref_objective(c, b, X, Y, sw, "tanh", out, 0.2)
+
+    eps = 1e-6
+    fd = np.array([(f(theta + e) - f(theta - e)) / (2 * eps)
+                   for e in np.eye(theta.size) * eps])
+    np.testing.assert_allclose(loss, f(theta), rtol=1e-10)
+    np.testing.assert_allclose(grad, fd, rtol=1e-7, atol=1e-7 * np.abs(fd).max())
+    rows = 4
+    work = np.empty(_core.predict_workspace_size(units, rows, 2))
+    got = np.empty((X.shape[0], units[-1]))
+    _core.forward(theta, X, got, units, offsets, 2, _core.OUTPUT_ACTIVATIONS[out],
+                  work, rows, 2)
+    c, b = _unpack(theta, units, offsets)
+    np.testing.assert_allclose(got, ref_forward(c, b, X, "tanh", out), rtol=1e-12)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("out", OUTPUTS)
 def test_core_loss_gradient_self_consistent(out, dtype):
