@@ -1,0 +1,816 @@
+#!/usr/bin/env python
+"""Time cbp against scikit-learn and PyTorch on the same data, in one process.
+
+The unit is seconds per epoch of Adam training with mini-batches of 200 samples
+(see ``benchmarks/README.md``).  Libraries alternate round by round and the
+best of ``--rounds`` rounds is kept.  The results are printed as plain text and
+written as reStructuredText to ``--output``.
+
+Run ``python benchmarks/run.py --help`` for the options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+import tracemalloc
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import sklearn
+from sklearn.datasets import load_digits, make_regression
+from sklearn.exceptions import ConvergenceWarning
+from threadpoolctl import threadpool_info, threadpool_limits
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MNIST = REPO_ROOT.parent / "shared" / "data" / "mnist.npz"
+DEFAULT_OUTPUT = REPO_ROOT / "docs" / "benchmarks" / "results.rst"
+
+# The training protocol shared by every library.
+BATCH_SIZE = 200
+LEARNING_RATE = 1e-3
+BETA_1, BETA_2, EPSILON = 0.9, 0.999, 1e-8
+ALPHA = 1e-4  # scikit-learn's default L2 penalty, mirrored in the torch loop
+
+QUICK_SAMPLES = 2000  # samples per data set with --quick
+ALL_LIBRARIES = ("cbp", "sklearn", "torch")
+TRAIN_WORKLOADS = ("mnist-256-128", "mnist-800", "digits", "regression")
+WORKLOAD_NAMES = TRAIN_WORKLOADS + ("predict-proba", "fit-memory")
+MIB = 2.0**20
+
+
+# --------------------------------------------------------------------------
+# Workloads
+# --------------------------------------------------------------------------
+
+
+class Skip(Exception):
+    """Raised when a workload cannot run here; the message says why."""
+
+
+@dataclass
+class Workload:
+    """A data set, an architecture and what to measure on them.
+
+    ``kind`` is ``"train"`` (seconds per epoch of ``fit``), ``"predict"``
+    (seconds per ``predict_proba`` call) or ``"memory"`` (peak memory of one
+    ``fit``).
+    """
+
+    name: str
+    kind: str
+    task: str  # "classifier" or "regressor"
+    hidden: tuple
+    activation: str
+    X: np.ndarray
+    y: np.ndarray
+    # small data sets run this many times --epochs, for a stable difference
+    epoch_scale: int = 1
+
+    @property
+    def n_outputs(self):
+        """Units of the output layer (one per class, one for regression)."""
+        if self.task == "regressor":
+            return 1
+        n_classes = len(np.unique(self.y))
+        if n_classes < 3:
+            raise ValueError("benchmarks use multiclass problems only")
+        return n_classes
+
+    @property
+    def layer_sizes(self):
+        """Units of every layer, input and output included."""
+        return (self.X.shape[1], *self.hidden, self.n_outputs)
+
+    @property
+    def dtype_name(self):
+        return self.X.dtype.name
+
+    def describe(self):
+        """One line: samples, architecture, activation, dtype."""
+        arch = "-".join(str(n) for n in self.layer_sizes)
+        return (
+            f"{self.name}: {self.X.shape[0]} samples, {arch} {self.activation} "
+            f"{self.task}, {self.dtype_name}"
+        )
+
+
+def train_flops(layer_sizes, n_samples):
+    """FLOPs of one training epoch.
+
+    Forward costs 2 and backward 4 per weight and sample, except that layer 0
+    needs no input delta, so its backward costs 2.
+    """
+    pairs = zip(layer_sizes[:-1], layer_sizes[1:])
+    per_sample = sum(
+        (2 + (4 if layer > 0 else 2)) * fan_in * fan_out
+        for layer, (fan_in, fan_out) in enumerate(pairs)
+    )
+    return n_samples * per_sample
+
+
+def forward_flops(layer_sizes, n_samples):
+    """FLOPs of one forward pass: 2 per weight and sample."""
+    pairs = zip(layer_sizes[:-1], layer_sizes[1:])
+    return n_samples * sum(2 * fan_in * fan_out for fan_in, fan_out in pairs)
+
+
+def resolve_mnist_path(cli_path):
+    """The MNIST path: ``--mnist``, else ``$CBP_MNIST``, else the default."""
+    return Path(cli_path or os.environ.get("CBP_MNIST") or DEFAULT_MNIST)
+
+
+_MNIST_CACHE = {}
+
+
+def load_mnist(path, n_samples=None):
+    """MNIST training images as float32 in [0, 1] and their labels."""
+    path = Path(path)
+    if not path.is_file():
+        raise Skip(
+            f"MNIST not found at {path} (pass --mnist PATH or set CBP_MNIST)"
+        )
+    if path not in _MNIST_CACHE:
+        with np.load(path) as data:
+            X = data["X_train"].astype(np.float32) / np.float32(255.0)
+            _MNIST_CACHE[path] = (X, data["y_train"].astype(np.int64))
+    X, y = _MNIST_CACHE[path]
+    return X[:n_samples], y[:n_samples]
+
+
+def build_workload(name, args):
+    """Build the named workload; raise :class:`Skip` if its data is absent."""
+    n = QUICK_SAMPLES if args.quick else None
+    if name in ("mnist-256-128", "predict-proba", "fit-memory"):
+        X, y = load_mnist(args.mnist, n)
+        kind = {"predict-proba": "predict", "fit-memory": "memory"}.get(name, "train")
+        return Workload(name, kind, "classifier", (256, 128), "relu", X, y)
+    if name == "mnist-800":
+        X, y = load_mnist(args.mnist, n)
+        return Workload(name, "train", "classifier", (800,), "relu", X, y)
+    if name == "digits":
+        X, y = load_digits(return_X_y=True)
+        return Workload(name, "train", "classifier", (100,), "relu", X / 16.0, y,
+                        epoch_scale=20)
+    if name == "regression":
+        X, y = make_regression(
+            n_samples=n or 20000, n_features=50, noise=1, random_state=0
+        )
+        y = (y - y.mean()) / y.std()
+        return Workload(name, "train", "regressor", (64, 64), "relu", X, y,
+                        epoch_scale=5)
+    raise ValueError(f"unknown workload {name!r}")
+
+
+# --------------------------------------------------------------------------
+# Libraries
+# --------------------------------------------------------------------------
+
+
+class EstimatorLibrary:
+    """cbp or scikit-learn: estimators with scikit-learn's MLP interface."""
+
+    traces_memory = True  # numpy allocations are visible to tracemalloc
+
+    def __init__(self, name, classifier, regressor, extra_params=None):
+        self.name = name
+        self.classifier = classifier
+        self.regressor = regressor
+        self.extra_params = dict(extra_params or {})
+
+    def make(self, workload, epochs):
+        """An unfitted estimator following the shared training protocol."""
+        cls = self.classifier if workload.task == "classifier" else self.regressor
+        return cls(
+            hidden_layer_sizes=workload.hidden,
+            activation=workload.activation,
+            solver="adam",
+            alpha=ALPHA,
+            batch_size=BATCH_SIZE,
+            learning_rate_init=LEARNING_RATE,
+            beta_1=BETA_1,
+            beta_2=BETA_2,
+            epsilon=EPSILON,
+            max_iter=epochs,
+            shuffle=True,
+            tol=0.0,
+            n_iter_no_change=10**9,
+            random_state=0,
+            **self.extra_params,
+        )
+
+    def fit(self, workload, epochs):
+        """Fit an estimator for ``epochs`` epochs; return it and the seconds taken."""
+        model = self.make(workload, epochs)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            start = time.perf_counter()
+            model.fit(workload.X, workload.y)
+            seconds = time.perf_counter() - start
+        return model, seconds
+
+    def seconds_per_epoch(self, workload, epochs):
+        """The marginal cost of an epoch: ``(T(1 + epochs) - T(1)) / epochs``.
+
+        A fit has a fixed cost (input validation, label encoding,
+        allocation) that is no part of an epoch; on small data it is as
+        long as several epochs, so timing one fit and dividing by its
+        epochs would blur the comparison. Both fits run from the same seed.
+        """
+        _, one = self.fit(workload, 1)
+        model, seconds = self.fit(workload, 1 + epochs)
+        if model.n_iter_ != 1 + epochs:
+            raise RuntimeError(
+                f"{self.name} stopped after {model.n_iter_} epochs, not {1 + epochs}"
+            )
+        return max(seconds - one, 1e-12) / epochs
+
+    def predict_proba(self, model, X):
+        return model.predict_proba(X)
+
+
+class TorchLibrary:
+    """A plain PyTorch training loop following the shared protocol."""
+
+    name = "torch"
+    traces_memory = False  # torch's allocator is invisible to tracemalloc
+
+    def __init__(self, torch_module, threads):
+        self.torch = torch_module
+        self.torch.set_num_threads(threads)
+
+    def _model(self, workload):
+        """``nn.Sequential`` of Linear + activation, no output activation."""
+        nn = self.torch.nn
+        activations = {
+            "relu": nn.ReLU,
+            "tanh": nn.Tanh,
+            "logistic": nn.Sigmoid,
+            "identity": nn.Identity,
+        }
+        sizes = workload.layer_sizes
+        layers = []
+        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            layers.append(nn.Linear(fan_in, fan_out))
+            if i < len(sizes) - 2:
+                layers.append(activations[workload.activation]())
+        dtype = getattr(self.torch, workload.dtype_name)
+        return nn.Sequential(*layers).to(dtype)
+
+    def _optimizer(self, model):
+        """Adam; L2 on the weights only, scaled like scikit-learn's ``alpha``."""
+        weights = [p for p in model.parameters() if p.ndim == 2]
+        biases = [p for p in model.parameters() if p.ndim != 2]
+        groups = [
+            {"params": weights, "weight_decay": ALPHA / BATCH_SIZE},
+            {"params": biases, "weight_decay": 0.0},
+        ]
+        return self.torch.optim.Adam(
+            groups, lr=LEARNING_RATE, betas=(BETA_1, BETA_2), eps=EPSILON
+        )
+
+    def _tensors(self, workload):
+        """Inputs and targets as tensors (class indices for classifiers)."""
+        X = self.torch.from_numpy(np.ascontiguousarray(workload.X))
+        if workload.task == "classifier":
+            _, codes = np.unique(workload.y, return_inverse=True)
+            y = self.torch.from_numpy(codes.astype(np.int64))
+            return X, y, self.torch.nn.CrossEntropyLoss()
+        y = self.torch.from_numpy(workload.y.astype(workload.X.dtype).reshape(-1, 1))
+        mse = self.torch.nn.MSELoss()
+        return X, y, lambda output, target: mse(output, target) / 2
+
+    def _epoch(self, model, optimizer, loss_fn, X, y, generator):
+        """One epoch over a freshly shuffled index, in batches of 200."""
+        order = self.torch.randperm(X.shape[0], generator=generator)
+        for start in range(0, X.shape[0], BATCH_SIZE):
+            batch = order[start : start + BATCH_SIZE]
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model(X[batch]), y[batch])
+            loss.backward()
+            optimizer.step()
+
+    def fit(self, workload, epochs):
+        """Train for ``epochs`` epochs; return the model and the seconds taken."""
+        self.torch.manual_seed(0)
+        model = self._model(workload)
+        optimizer = self._optimizer(model)
+        X, y, loss_fn = self._tensors(workload)
+        generator = self.torch.Generator().manual_seed(0)
+        start = time.perf_counter()
+        for _ in range(epochs):
+            self._epoch(model, optimizer, loss_fn, X, y, generator)
+        return model, time.perf_counter() - start
+
+    def seconds_per_epoch(self, workload, epochs):
+        _, seconds = self.fit(workload, epochs)
+        return seconds / epochs
+
+    def predict_proba(self, model, X):
+        with self.torch.no_grad():
+            logits = model(self.torch.from_numpy(np.ascontiguousarray(X)))
+            return self.torch.softmax(logits, dim=1).numpy()
+
+
+def load_cbp_estimators(peer_as_cbp):
+    """cbp's estimator classes and version, or scikit-learn's as a stand-in."""
+    if peer_as_cbp:
+        from sklearn.neural_network import MLPClassifier, MLPRegressor
+
+        return MLPClassifier, MLPRegressor, f"sklearn {sklearn.__version__} stand-in"
+    try:
+        import cbp
+    except ImportError as exc:
+        raise SystemExit(
+            f"error: cannot import cbp ({exc}).\n"
+            "build cbp first: pip install -e .\n"
+            "(or pass --peer-as-cbp to test the harness with scikit-learn "
+            "standing in for cbp, or --libs sklearn,torch)"
+        ) from exc
+    return cbp.MLPClassifier, cbp.MLPRegressor, getattr(cbp, "__version__", "?")
+
+
+def make_libraries(names, threads, peer_as_cbp):
+    """The libraries to compare, a dict of versions, and skip notes."""
+    libraries, versions, notes = [], {}, []
+    for name in names:
+        if name == "cbp":
+            classifier, regressor, versions["cbp"] = load_cbp_estimators(peer_as_cbp)
+            extra = {}
+            if "n_jobs" in classifier().get_params():
+                extra["n_jobs"] = threads
+            libraries.append(EstimatorLibrary("cbp", classifier, regressor, extra))
+        elif name == "sklearn":
+            from sklearn.neural_network import MLPClassifier, MLPRegressor
+
+            versions["sklearn"] = sklearn.__version__
+            libraries.append(EstimatorLibrary("sklearn", MLPClassifier, MLPRegressor))
+        elif name == "torch":
+            try:
+                import torch
+            except ImportError as exc:
+                notes.append(f"torch skipped: cannot import torch ({exc})")
+                continue
+            versions["torch"] = torch.__version__
+            libraries.append(TorchLibrary(torch, threads))
+        else:
+            raise SystemExit(f"error: unknown library {name!r}; choose from {ALL_LIBRARIES}")
+    return libraries, versions, notes
+
+
+# --------------------------------------------------------------------------
+# Measurements
+# --------------------------------------------------------------------------
+
+
+def gemm_peak_gflops(dtype, n, repeats):
+    """Best GFLOP/s of an ``n x n @ n x n`` numpy matmul (2 n^3 FLOPs)."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n)).astype(dtype)
+    b = rng.standard_normal((n, n)).astype(dtype)
+    out = np.empty((n, n), dtype=dtype)
+    np.matmul(a, b, out=out)  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        np.matmul(a, b, out=out)
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * n**3 / best / 1e9
+
+
+def rotated(items, shift):
+    """``items`` rotated left by ``shift``, so that each round starts elsewhere."""
+    shift %= len(items)
+    return list(items[shift:]) + list(items[:shift])
+
+
+def settle(pause):
+    """Sleep so that the previous library's idle worker threads stop spinning.
+
+    OpenBLAS and OpenMP workers busy-wait for a while after each parallel
+    region; on few cores they would steal time from the next library timed.
+    """
+    if pause > 0:
+        time.sleep(pause)
+
+
+def best_of_rounds(libraries, rounds, measure, pause):
+    """Best ``measure(library)`` per library name, alternating libraries each round."""
+    best = {}
+    for r in range(rounds):
+        for library in rotated(libraries, r):
+            settle(pause)
+            seconds = measure(library)
+            best[library.name] = min(best.get(library.name, float("inf")), seconds)
+    return best
+
+
+def peak_traced_mib(call):
+    """Peak memory (MiB) that tracemalloc sees ``call()`` allocate."""
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        call()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return peak / MIB
+
+
+@dataclass
+class Row:
+    """One table row: a library's best time on a workload and derived figures."""
+
+    workload: str
+    library: str
+    seconds: float
+    gflops: float
+    peak_fraction: float
+    ratio: float | None = None  # cbp seconds / this library's seconds
+    extra: dict = field(default_factory=dict)
+
+
+def add_ratios(rows):
+    """Fill ``ratio`` (cbp's time over each peer's) where cbp was measured."""
+    cbp_seconds = {r.workload: r.seconds for r in rows if r.library == "cbp"}
+    for row in rows:
+        if row.library != "cbp" and row.workload in cbp_seconds:
+            row.ratio = cbp_seconds[row.workload] / row.seconds
+    return rows
+
+
+def measure_training(workload, libraries, args, peaks):
+    """Seconds per epoch of every library on a training workload."""
+    best = best_of_rounds(
+        libraries,
+        args.rounds,
+        lambda lib: lib.seconds_per_epoch(workload, args.epochs * workload.epoch_scale),
+        args.pause,
+    )
+    flops = train_flops(workload.layer_sizes, workload.X.shape[0])
+    peak = peaks[workload.dtype_name]
+    rows = []
+    for name, seconds in best.items():
+        gflops = flops / seconds / 1e9
+        rows.append(Row(workload.name, name, seconds, gflops, gflops / peak))
+    return add_ratios(rows)
+
+
+def measure_prediction(workload, libraries, args, peaks):
+    """Seconds and traced peak memory of ``predict_proba`` on the training images."""
+    models = {lib.name: lib.fit(workload, 1)[0] for lib in libraries}
+    X = workload.X
+    best = best_of_rounds(
+        libraries,
+        args.rounds,
+        lambda lib: _timed(lambda: lib.predict_proba(models[lib.name], X)),
+        args.pause,
+    )
+    flops = forward_flops(workload.layer_sizes, X.shape[0])
+    peak = peaks[workload.dtype_name]
+    rows = []
+    for lib in libraries:
+        seconds = best[lib.name]
+        gflops = flops / seconds / 1e9
+        row = Row(workload.name, lib.name, seconds, gflops, gflops / peak)
+        if lib.traces_memory:
+            model = models[lib.name]
+            row.extra["peak_mib"] = peak_traced_mib(lambda: lib.predict_proba(model, X))
+        rows.append(row)
+    return add_ratios(rows)
+
+
+def measure_fit_memory(workload, libraries):
+    """Peak traced memory of one 1-epoch ``fit``, for the estimator libraries."""
+    data_mib = workload.X.nbytes / MIB
+    rows = []
+    for lib in libraries:
+        if not lib.traces_memory:
+            continue
+        peak = peak_traced_mib(lambda: lib.fit(workload, 1))
+        rows.append(
+            {
+                "workload": workload.name,
+                "library": lib.name,
+                "peak_mib": peak,
+                "data_mib": data_mib,
+                "multiple": peak / data_mib,
+            }
+        )
+    return rows
+
+
+def _timed(call):
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
+# --------------------------------------------------------------------------
+# Machine information
+# --------------------------------------------------------------------------
+
+
+def cpu_model():
+    """The CPU model from /proc/cpuinfo, or :func:`platform.processor`."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def available_cores():
+    """Cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def thread_pools():
+    """One line per BLAS / OpenMP library loaded, from threadpoolctl."""
+    lines = []
+    for info in threadpool_info():
+        details = [info.get("version") or "version ?"]
+        for key in ("architecture", "threading_layer"):
+            if info.get(key):
+                details.append(info[key])
+        details.append(f"{info['num_threads']} threads")
+        name = f"{info['user_api']}: {info['internal_api']} ({_short_path(info)})"
+        lines.append(f"{name} {', '.join(details)}")
+    return lines
+
+
+def _short_path(info):
+    """A library's path from its package directory on, e.g. ``torch/lib/libgomp.so.1``."""
+    parts = Path(info.get("filepath") or info["prefix"]).parts
+    if "site-packages" in parts:
+        parts = parts[parts.index("site-packages") + 1 :]
+    return "/".join(parts[-3:])
+
+
+def machine_info(args, versions):
+    """Everything the header reports about the machine and the software."""
+    info = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "command": " ".join(["python", "benchmarks/run.py", *sys.argv[1:]]),
+        "cpu": cpu_model(),
+        "cores": f"{os.cpu_count()} ({available_cores()} available, "
+        f"{args.threads} used)",
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+    }
+    for name in ALL_LIBRARIES:
+        if name in versions:
+            info[name] = versions[name]
+    info["thread pools"] = thread_pools()
+    return info
+
+
+# --------------------------------------------------------------------------
+# Tables
+# --------------------------------------------------------------------------
+
+
+def _fmt_seconds(seconds):
+    return f"{seconds:.4f}" if seconds < 10 else f"{seconds:.2f}"
+
+
+def _fmt_ratio(ratio):
+    return "\u2014" if ratio is None else f"{ratio:.2f}"
+
+
+def training_table(rows):
+    headers = ["workload", "library", "s/epoch", "cbp/peer", "GFLOP/s", "% of GEMM peak"]
+    body = [
+        [r.workload, r.library, _fmt_seconds(r.seconds), _fmt_ratio(r.ratio),
+         f"{r.gflops:.1f}", f"{100 * r.peak_fraction:.1f}"]
+        for r in rows
+    ]
+    return headers, body
+
+
+def prediction_table(rows):
+    headers = ["workload", "library", "s/call", "cbp/peer", "GFLOP/s",
+               "% of GEMM peak", "peak extra MiB"]
+    body = []
+    for r in rows:
+        mib = r.extra.get("peak_mib")
+        body.append(
+            [r.workload, r.library, _fmt_seconds(r.seconds), _fmt_ratio(r.ratio),
+             f"{r.gflops:.1f}", f"{100 * r.peak_fraction:.1f}",
+             "n/a" if mib is None else f"{mib:.1f}"]
+        )
+    return headers, body
+
+
+def memory_table(rows):
+    headers = ["workload", "library", "peak MiB", "float32 X MiB", "x training data"]
+    body = [
+        [r["workload"], r["library"], f"{r['peak_mib']:.1f}", f"{r['data_mib']:.1f}",
+         f"{r['multiple']:.2f}"]
+        for r in rows
+    ]
+    return headers, body
+
+
+def plain_table(headers, body):
+    """A fixed-width text table."""
+    widths = [max(len(str(c)) for c in col) for col in zip(headers, *body)]
+
+    def line(cells):
+        # the first two columns (names) align left, the numbers right
+        return "  ".join(str(c).rjust(w) if i > 1 else str(c).ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths)))
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(headers), rule, *(line(r) for r in body)])
+
+
+def rst_list_table(caption, headers, body):
+    """A reStructuredText ``list-table``."""
+    lines = [f".. list-table:: {caption}", "   :header-rows: 1", ""]
+    for cells in [headers, *body]:
+        lines.append(f"   * - {cells[0]}")
+        lines.extend(f"     - {c}" for c in cells[1:])
+    return "\n".join(lines)
+
+
+SECTIONS = (
+    ("train", "Training", "Seconds per epoch of Adam, batch 200", training_table),
+    ("predict", "Inference", "predict_proba on the training images", prediction_table),
+    ("memory", "Memory", "Peak traced memory of one 1-epoch fit", memory_table),
+)
+
+READING_NOTE = (
+    "cbp/peer is cbp's time divided by the peer's: below 1 cbp is faster. "
+    "% of GEMM peak compares achieved GFLOP/s with a large numpy matmul in the "
+    "workload's dtype (sgemm for float32, dgemm for float64) on the same threads."
+)
+
+
+def header_lines(results):
+    """The machine / software header as ``key: value`` lines."""
+    lines = []
+    for key, value in results["machine"].items():
+        if isinstance(value, list):
+            lines.append(f"{key}:")
+            lines.extend(f"  {v}" for v in value)
+        else:
+            lines.append(f"{key}: {value}")
+    for dtype, gflops in results["gemm_peak_gflops"].items():
+        name = "sgemm" if dtype == "float32" else "dgemm"
+        lines.append(f"{name} peak: {gflops:.1f} GFLOP/s")
+    return lines
+
+
+def render_plain(results):
+    """The whole report as plain text."""
+    parts = ["\n".join(header_lines(results)), ""]
+    parts += [f"note: {n}" for n in results["notes"]]
+    parts += [f"workload {w}" for w in results["workloads"]]
+    for key, title, caption, table in SECTIONS:
+        if results[key]:
+            rows = results[key]
+            parts += ["", f"{title}: {caption}", plain_table(*table(rows))]
+    parts += ["", READING_NOTE]
+    return "\n".join(parts)
+
+
+def render_rst(results):
+    """The whole report as reStructuredText."""
+    title = "Benchmark results"
+    parts = [title, "=" * len(title), "", "Machine", "-------", "", "::", ""]
+    parts += [f"   {line}" for line in header_lines(results)]
+    parts += ["", "Workloads", "---------", ""]
+    parts += [f"- {w}" for w in results["workloads"]]
+    parts += [f"- note: {n}" for n in results["notes"]]
+    for key, title, caption, table in SECTIONS:
+        if results[key]:
+            parts += ["", title, "-" * len(title), "",
+                      rst_list_table(caption, *table(results[key]))]
+    parts += ["", READING_NOTE, ""]
+    return "\n".join(parts)
+
+
+# --------------------------------------------------------------------------
+# Driver
+# --------------------------------------------------------------------------
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3, help="best of N rounds (3)")
+    parser.add_argument("--epochs", type=int, default=2, help="epochs per fit (2)")
+    parser.add_argument("--threads", type=int, default=available_cores(),
+                        help="threads for every library (default: all cores)")
+    parser.add_argument("--only", default=",".join(WORKLOAD_NAMES),
+                        help="comma-separated workloads: " + ", ".join(WORKLOAD_NAMES))
+    parser.add_argument("--libs", default=",".join(ALL_LIBRARIES),
+                        help="comma-separated libraries (default: cbp,sklearn,torch)")
+    parser.add_argument("--pause", type=float, default=None,
+                        help="seconds to sleep before each timing so that idle "
+                        "BLAS/OpenMP threads stop spinning (0.5; 0.2 with --quick)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"use {QUICK_SAMPLES} samples per data set (smoke test)")
+    parser.add_argument("--mnist", default=None,
+                        help="path to mnist.npz (default: $CBP_MNIST or "
+                        "../shared/data/mnist.npz from the repository root)")
+    parser.add_argument("--output", default=str(DEFAULT_OUTPUT),
+                        help="reStructuredText output file ('-' to skip)")
+    parser.add_argument("--json", default=None, help="also write the results as JSON")
+    parser.add_argument("--peer-as-cbp", action="store_true",
+                        help="debugging: use scikit-learn's estimators in place of cbp")
+    args = parser.parse_args(argv)
+    args.mnist = resolve_mnist_path(args.mnist)
+    if args.pause is None:
+        args.pause = 0.2 if args.quick else 0.5
+    args.only = [w.strip() for w in args.only.split(",") if w.strip()]
+    args.libs = [name.strip() for name in args.libs.split(",") if name.strip()]
+    unknown = sorted(set(args.only) - set(WORKLOAD_NAMES))
+    if unknown:
+        parser.error(f"unknown workload(s) {unknown}; choose from {WORKLOAD_NAMES}")
+    if args.rounds < 1 or args.epochs < 1 or args.threads < 1:
+        parser.error("--rounds, --epochs and --threads must be at least 1")
+    return args
+
+
+def build_workloads(args, notes):
+    """The selected workloads; the ones that cannot run are noted and dropped."""
+    workloads = []
+    for name in args.only:
+        try:
+            workloads.append(build_workload(name, args))
+        except Skip as reason:
+            notes.append(f"{name} skipped: {reason}")
+            print(f"skipping {name}: {reason}", flush=True)
+    return workloads
+
+
+def run_benchmarks(args):
+    """Run everything selected by ``args``; return the results dictionary."""
+    notes = []
+    if args.peer_as_cbp:
+        notes.append("--peer-as-cbp: 'cbp' rows are scikit-learn's estimators")
+    libraries, versions, lib_notes = make_libraries(args.libs, args.threads,
+                                                    args.peer_as_cbp)
+    notes += lib_notes
+    for note in lib_notes:
+        print(note, flush=True)
+    workloads = build_workloads(args, notes)
+    results = {"train": [], "predict": [], "memory": [], "notes": notes,
+               "workloads": [w.describe() for w in workloads]}
+    with threadpool_limits(limits=args.threads):
+        results["machine"] = machine_info(args, versions)
+        n = 1024 if args.quick else 2048
+        results["gemm_peak_gflops"] = {
+            dtype: gemm_peak_gflops(dtype, n, repeats=10)
+            for dtype in sorted({w.dtype_name for w in workloads})
+        }
+        peaks = results["gemm_peak_gflops"]
+        for workload in workloads:
+            print(f"running {workload.describe()}", flush=True)
+            if workload.kind == "train":
+                results["train"] += measure_training(workload, libraries, args, peaks)
+            elif workload.kind == "predict":
+                results["predict"] += measure_prediction(workload, libraries, args, peaks)
+            else:
+                results["memory"] += measure_fit_memory(workload, libraries)
+    return results
+
+
+def write_outputs(results, args):
+    """Write the rst report and, if asked, the JSON results."""
+    if args.output != "-":
+        output = Path(args.output)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(render_rst(results))
+        print(f"\nwrote {output}")
+    if args.json:
+        serialisable = dict(results)
+        for key in ("train", "predict"):
+            serialisable[key] = [asdict(r) for r in results[key]]
+        Path(args.json).write_text(json.dumps(serialisable, indent=2))
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    results = run_benchmarks(args)
+    print()
+    print(render_plain(results))
+    write_outputs(results, args)
+
+
+if __name__ == "__main__":
+    main()
