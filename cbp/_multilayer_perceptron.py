@@ -134,8 +134,6 @@ class _Layout:
             return False
         if len(intercepts) != self.n_layers:
             return False
-        base = theta.__array_interface__["data"][0]
-        item = theta.itemsize
         expected_coefs, expected_intercepts = self.views(theta)
         for arr, ref in zip(coefs + intercepts, expected_coefs + expected_intercepts):
             if not isinstance(arr, np.ndarray) or arr.dtype != theta.dtype:
@@ -146,7 +144,7 @@ class _Layout:
                 ref.__array_interface__["data"][0]
             ):
                 return False
-        return base is not None and item > 0
+        return True
 
     def pack(self, coefs, intercepts, dtype):
         """Copy ``coefs``/``intercepts`` into a new flat vector of ``dtype``."""
