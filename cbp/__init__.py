@@ -2,10 +2,13 @@
 
 The estimators are drop-in replacements for scikit-learn's
 :class:`sklearn.neural_network.MLPClassifier` and
-:class:`sklearn.neural_network.MLPRegressor`.
+:class:`sklearn.neural_network.MLPRegressor`. Beside them:
+:func:`check_gradients` (the core's gradient against finite differences)
+and :func:`plot_loss_curve` (matplotlib).
 """
 
+from ._gradcheck import check_gradients
 from ._multilayer_perceptron import MLPClassifier, MLPRegressor
 from ._version import __version__
 
-__all__ = ["MLPClassifier", "MLPRegressor", "__version__"]
+__all__ = ["MLPClassifier", "MLPRegressor", "check_gradients", "__version__"]

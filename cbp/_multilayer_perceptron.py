@@ -37,6 +37,7 @@ from sklearn.utils.validation import (
 from threadpoolctl import ThreadpoolController
 
 from . import _core
+from ._progress import _EpochFeedback
 
 _STOCHASTIC_SOLVERS = ("sgd", "adam")
 
@@ -252,6 +253,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             Interval(Integral, 1, None, closed="left"),
             Interval(Integral, None, -1, closed="right"),
         ],
+        "callbacks": [None, list, tuple],
     }
 
     @abstractmethod
@@ -282,6 +284,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         n_iter_no_change,
         max_fun,
         n_jobs,
+        callbacks=None,
     ):
         self.activation = activation
         self.solver = solver
@@ -308,6 +311,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         self.n_iter_no_change = n_iter_no_change
         self.max_fun = max_fun
         self.n_jobs = n_jobs
+        self.callbacks = callbacks
 
     # ------------------------------------------------------------------
     # Parameters: one flat vector, coefs_/intercepts_ are views into it.
@@ -443,6 +447,11 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         if np.any(np.array(hidden_layer_sizes) <= 0):
             raise ValueError(
                 "hidden_layer_sizes must be > 0, got %s." % hidden_layer_sizes
+            )
+        if self.callbacks and self.solver not in _STOCHASTIC_SOLVERS:
+            raise ValueError(
+                "callbacks are called after each epoch of the stochastic solvers "
+                f"('sgd', 'adam'); solver={self.solver!r} has no epochs."
             )
         first_pass = not hasattr(self, "coefs_") or (
             not self.warm_start and not incremental
@@ -596,6 +605,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         solver_code = _core.SOLVERS[self.solver]
         n_threads = _n_threads(self.n_jobs)
 
+        feedback = _EpochFeedback(self, incremental)
         try:
             self.n_iter_ = 0
             for _ in range(self.max_iter):
@@ -632,13 +642,15 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
                 self.loss_ = self._reported_loss(sum_data, sum_penalty) / n_samples
                 self.t_ += n_samples
                 self.loss_curve_.append(self.loss_)
-                if self.verbose:
-                    print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
 
                 self._update_no_improvement_count(early_stopping, X_val, y_val, sw_val)
                 optimizer.iteration_ends(self.t_)
+                # progress line and callbacks (a callback returning True stops)
+                if feedback.active and feedback.epoch_end(optimizer.learning_rate):
+                    break
 
                 if self._no_improvement_count > self.n_iter_no_change:
+                    feedback.newline()
                     if early_stopping:
                         msg = (
                             "Validation score did not improve more than "
@@ -667,6 +679,8 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
                     )
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.")
+        finally:
+            feedback.newline()
 
         if early_stopping and getattr(self, "_best_theta", None) is not None:
             theta[:] = self._best_theta
@@ -676,8 +690,6 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         if early_stopping:
             val_score = self._score(X, y, sample_weight=sample_weight)
             self.validation_scores_.append(val_score)
-            if self.verbose:
-                print("Validation score: %f" % self.validation_scores_[-1])
             last_valid_score = self.validation_scores_[-1]
             if last_valid_score < (self.best_validation_score_ + self.tol):
                 self._no_improvement_count += 1
@@ -838,7 +850,12 @@ _CLASS_DOC_PARAMS = """
         the loss or validation score by at least tol.
 
     verbose : bool, default=False
-        Whether to print progress messages to stdout.
+        Whether to print progress messages to stdout. The stochastic
+        solvers print one line per epoch, starting like scikit-learn's
+        ``Iteration 3, loss = 0.12345678`` and adding the validation score
+        (under early stopping), the epoch's time and the estimated time
+        left until max_iter. On a terminal the line is rewritten in place;
+        otherwise each epoch prints its own line.
 
     warm_start : bool, default=False
         Reuse the current ``coefs_`` and ``intercepts_`` as the starting
@@ -878,6 +895,18 @@ _CLASS_DOC_PARAMS = """
         OpenMP offers (``OMP_NUM_THREADS`` or the number of cores), -1 as
         well, -2 all but one. The result does not depend on it. Not in
         scikit-learn, whose MLP uses BLAS's threads.
+
+    callbacks : list or tuple of callable, default=None
+        Functions ``f(estimator, info)`` called after each epoch of 'sgd'
+        and 'adam', in order, with the estimator and a dict of the epoch's
+        figures: ``epoch`` (= n_iter_), ``loss``, ``validation_score``
+        (None without early stopping), ``time`` (seconds of the epoch),
+        ``elapsed``, ``eta`` (seconds left until max_iter; None under
+        partial_fit), ``learning_rate``, ``n_samples_seen`` (= t_) and
+        ``max_iter``. Training stops after the epoch when any of them
+        returns True (without a ConvergenceWarning; n_iter_ counts the
+        epochs run). 'lbfgs' has no epochs and refuses callbacks. Not in
+        scikit-learn.
 """
 
 _CLASS_DOC_ATTRS = """
@@ -993,6 +1022,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         n_iter_no_change=10,
         max_fun=15000,
         n_jobs=None,
+        callbacks=None,
     ):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes,
@@ -1020,6 +1050,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
             n_iter_no_change=n_iter_no_change,
             max_fun=max_fun,
             n_jobs=n_jobs,
+            callbacks=callbacks,
         )
 
     def _validate_input(self, X, y, incremental, reset):
@@ -1227,6 +1258,7 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
         n_iter_no_change=10,
         max_fun=15000,
         n_jobs=None,
+        callbacks=None,
     ):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes,
@@ -1254,6 +1286,7 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
             n_iter_no_change=n_iter_no_change,
             max_fun=max_fun,
             n_jobs=n_jobs,
+            callbacks=callbacks,
         )
 
     def predict(self, X):
