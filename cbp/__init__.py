@@ -8,7 +8,14 @@ and :func:`plot_loss_curve` (matplotlib).
 """
 
 from ._gradcheck import check_gradients
+from ._inspect import plot_loss_curve
 from ._multilayer_perceptron import MLPClassifier, MLPRegressor
 from ._version import __version__
 
-__all__ = ["MLPClassifier", "MLPRegressor", "check_gradients", "__version__"]
+__all__ = [
+    "MLPClassifier",
+    "MLPRegressor",
+    "check_gradients",
+    "plot_loss_curve",
+    "__version__",
+]

@@ -737,6 +737,95 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         return True
 
     # ------------------------------------------------------------------
+    # Tools: inspection (cbp/_inspect.py), interop (cbp/_interop.py).
+
+    def summary(self, print_fn=print):
+        """Print and return a table of the fitted network's layers.
+
+        One line per layer (input, hidden_1, ..., output) with its output
+        shape, activation, the shapes of its weights ``W_l`` and biases
+        ``b_l`` and its number of parameters; then the total, with the
+        memory it takes in the model's dtype.
+
+        Parameters
+        ----------
+        print_fn : callable or None, default=print
+            Called once with the table; None only returns it.
+
+        Returns
+        -------
+        table : str
+            The table.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            Before fit: the table describes the fitted network.
+        """
+        from ._inspect import summary
+
+        return summary(self, print_fn=print_fn)
+
+    def to_sklearn(self):
+        """Return an equivalent fitted scikit-learn estimator.
+
+        A :class:`sklearn.neural_network.MLPClassifier` (or
+        ``MLPRegressor``) with copies of ``coefs_``, ``intercepts_``,
+        ``classes_`` and the other fitted attributes: it predicts the same
+        (up to rounding in the last bits). It opens scikit-learn's
+        ecosystem, such as skl2onnx's ONNX export. Parameters that only
+        shape training and that scikit-learn lacks (``n_jobs``,
+        ``callbacks``) are dropped.
+
+        Returns
+        -------
+        sk_est : sklearn.neural_network.MLPClassifier or MLPRegressor
+            The fitted scikit-learn estimator.
+
+        Raises
+        ------
+        ValueError
+            When scikit-learn cannot express the network (a hidden
+            activation, output activation or loss it lacks, or trainable
+            parameters beyond the weights and biases).
+        sklearn.exceptions.NotFittedError
+            Before fit.
+        """
+        from ._interop import to_sklearn
+
+        return to_sklearn(self)
+
+    @classmethod
+    def from_sklearn(cls, sk_est):
+        """Return a fitted cbp estimator equivalent to a scikit-learn one.
+
+        Parameters
+        ----------
+        sk_est : sklearn.neural_network.MLPClassifier or MLPRegressor
+            A fitted scikit-learn estimator of the matching kind (a
+            classifier for :class:`MLPClassifier`).
+
+        Returns
+        -------
+        est : MLPClassifier or MLPRegressor
+            With the same parameters and copies of the fitted attributes;
+            it predicts the same and can go on training (``warm_start``,
+            ``partial_fit``).
+
+        Raises
+        ------
+        TypeError
+            When ``sk_est`` is not the matching scikit-learn estimator.
+        ValueError
+            When cbp cannot express the network.
+        sklearn.exceptions.NotFittedError
+            When ``sk_est`` is not fitted.
+        """
+        from ._interop import from_sklearn
+
+        return from_sklearn(cls, sk_est)
+
+    # ------------------------------------------------------------------
     # Prediction.
 
     def _forward_pass_fast(self, X, check_input=True):

@@ -73,8 +73,8 @@ def test_stopping_message_starts_its_own_line_on_a_terminal(monkeypatch):
     y = X @ [1.0, 2.0, -1.0]
     term = _Terminal()
     monkeypatch.setattr(sys, "stdout", term)
-    reg = MLPRegressor(hidden_layer_sizes=(5,), max_iter=500, tol=10.0, n_iter_no_change=2, verbose=True,
-                       random_state=0).fit(X, y)
+    reg = MLPRegressor(hidden_layer_sizes=(5,), max_iter=500, tol=10.0,
+                       n_iter_no_change=2, verbose=True, random_state=0).fit(X, y)
     lines = term.getvalue().split("\n")
     assert reg.n_iter_ == 4
     assert lines[0].split("\r")[-1].startswith("Iteration 4, loss")
