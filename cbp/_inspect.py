@@ -167,6 +167,7 @@ def plot_loss_curve(estimator, ax=None):
         )
         right.set_ylabel(f"validation score ({metric})")
         ax.right_ax = right
-    ax.legend(handles=handles, loc="best")
+    # on the top axes, so that no curve covers it
+    (ax.right_ax or ax).legend(handles=handles, loc="center right")
     ax.set_title(f"{type(estimator).__name__} training ({estimator.solver})")
     return ax
