@@ -943,8 +943,8 @@ _CLASS_DOC_PARAMS = """
         solvers print one line per epoch, starting like scikit-learn's
         ``Iteration 3, loss = 0.12345678`` and adding the validation score
         (under early stopping), the epoch's time and the estimated time
-        left until max_iter. On a terminal the line is rewritten in place;
-        otherwise each epoch prints its own line.
+        left until max_iter. On a terminal (or in a Jupyter notebook) the
+        line is rewritten in place; otherwise each epoch prints its own line.
 
     warm_start : bool, default=False
         Reuse the current ``coefs_`` and ``intercepts_`` as the starting
@@ -994,7 +994,10 @@ _CLASS_DOC_PARAMS = """
         partial_fit), ``learning_rate``, ``n_samples_seen`` (= t_) and
         ``max_iter``. Training stops after the epoch when any of them
         returns True (without a ConvergenceWarning; n_iter_ counts the
-        epochs run). 'lbfgs' has no epochs and refuses callbacks. Not in
+        epochs run). 'lbfgs' has no epochs and refuses callbacks. Like
+        every parameter, the list is deep-copied by :func:`sklearn.clone`
+        (and so inside GridSearchCV or cross_val_score): a callback that
+        is a bound method then works on a copy of its object. Not in
         scikit-learn.
 """
 

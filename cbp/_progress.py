@@ -47,6 +47,21 @@ def _format_seconds(seconds):
     return "%dh%02dm" % (hours, minutes)
 
 
+def _is_live(stream):
+    """True when ``stream`` shows a carriage return as a line rewrite.
+
+    A terminal does, and so does a Jupyter notebook's output stream (which
+    is not a TTY).
+    """
+    if type(stream).__module__.startswith("ipykernel"):
+        return True
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty()) if isatty is not None else False
+    except ValueError:  # a closed stream
+        return False
+
+
 class _EpochFeedback:
     """Per-epoch progress line and callbacks for one call to fit.
 
@@ -63,7 +78,8 @@ class _EpochFeedback:
 
     Notes
     -----
-    On a terminal (``stream.isatty()``) the line is rewritten in place with
+    On a terminal (``stream.isatty()``) or in a Jupyter notebook the line
+    is rewritten in place with
     a carriage return each epoch and ended by :meth:`newline`; otherwise
     each epoch prints one plain line. Either way the line starts with
     scikit-learn's ``"Iteration %d, loss = %.8f"``.
@@ -76,11 +92,7 @@ class _EpochFeedback:
         self.incremental = incremental
         self.max_iter = int(estimator.max_iter)
         self.stream = sys.stdout if stream is None else stream
-        isatty = getattr(self.stream, "isatty", None)
-        try:
-            self.live = bool(isatty()) if isatty is not None else False
-        except ValueError:  # a closed stream
-            self.live = False
+        self.live = _is_live(self.stream)
         self._line_open = False
         self._width = 0
         self._start = self._last = time.perf_counter()

@@ -178,3 +178,15 @@ def test_verbose_time_format():
         "87ms", "42.0s", "3m07s", "2h05m"
     ]
     assert re.fullmatch(r"\d+ms", _format_seconds(0.0))
+
+
+def test_live_line_detection():
+    from cbp._progress import _is_live
+
+    assert _is_live(_Terminal()) and not _is_live(io.StringIO())
+    closed = io.StringIO()
+    closed.close()  # isatty() raises ValueError
+    assert not _is_live(closed)
+    # Jupyter's stream is no TTY but renders carriage returns
+    OutStream = type("OutStream", (io.StringIO,), {"__module__": "ipykernel.iostream"})
+    assert _is_live(OutStream())
