@@ -451,7 +451,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         if self.callbacks and self.solver not in _STOCHASTIC_SOLVERS:
             raise ValueError(
                 "callbacks are called after each epoch of the stochastic solvers "
-                f"('sgd', 'adam'); solver={self.solver!r} has no epochs."
+                f"{_STOCHASTIC_SOLVERS}; solver={self.solver!r} has no epochs."
             )
         first_pass = not hasattr(self, "coefs_") or (
             not self.warm_start and not incremental
@@ -986,8 +986,8 @@ _CLASS_DOC_PARAMS = """
         scikit-learn, whose MLP uses BLAS's threads.
 
     callbacks : list or tuple of callable, default=None
-        Functions ``f(estimator, info)`` called after each epoch of 'sgd'
-        and 'adam', in order, with the estimator and a dict of the epoch's
+        Functions ``f(estimator, info)`` called after each epoch of the
+        stochastic solvers ('sgd', 'adam'), in order, with the estimator and a dict of the epoch's
         figures: ``epoch`` (= n_iter_), ``loss``, ``validation_score``
         (None without early stopping), ``time`` (seconds of the epoch),
         ``elapsed``, ``eta`` (seconds left until max_iter; None under
