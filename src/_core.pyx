@@ -1241,3 +1241,46 @@ def optimizer_step(floating[::1] theta, const floating[::1] grad,
         sq += parts[t]
     free(parts)
     return sq
+
+
+def batch_weight_sums(const floating[::1] sample_weight,
+                      const Py_ssize_t[::1] order, Py_ssize_t batch_size,
+                      double[::1] out):
+    """Sum of the sample weights of each batch, as ``train_epoch`` sums them.
+
+    Batch ``j`` is ``order[j * batch_size:(j + 1) * batch_size]`` (or those
+    rows when ``order`` is None); its weights are added in that order in
+    double precision, so the sums are bit-identical to the ones
+    ``train_epoch`` divides by.
+
+    Parameters
+    ----------
+    sample_weight : ndarray of shape (n_samples,)
+    order : ndarray of intp, shape (n_total,), or None
+    batch_size : int
+    out : ndarray of float64, shape (ceil(n_total / batch_size),)
+        Receives the sums.
+    """
+    cdef Py_ssize_t n = sample_weight.shape[0]
+    cdef bint shuffled = order is not None
+    cdef Py_ssize_t n_total = order.shape[0] if shuffled else n
+    cdef Py_ssize_t n_batches, i, j, start, stop, r
+    cdef double s
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    n_batches = (n_total + batch_size - 1) // batch_size
+    if out.shape[0] != n_batches:
+        raise ValueError(f"out must hold {n_batches} sums, it holds {out.shape[0]}")
+    if shuffled:
+        for i in range(n_total):
+            if order[i] < 0 or order[i] >= n:
+                raise ValueError("order holds an index out of range")
+    with nogil:
+        for j in range(n_batches):
+            start = j * batch_size
+            stop = min(start + batch_size, n_total)
+            s = 0
+            for i in range(start, stop):
+                r = order[i] if shuffled else i
+                s = s + sample_weight[r]
+            out[j] = s
