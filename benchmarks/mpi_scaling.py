@@ -20,10 +20,11 @@ and measure the scheduler, not cbp: the script refuses them unless
 ``--oversubscribe`` is given.
 
 ``--overhead`` measures instead, in one process, what returning to Python
-once per batch costs: ``fit`` with ``comm=MPI.COMM_SELF`` (per batch: the
-core's ``batch_loss_grad``, an in-place ``Allreduce`` on one rank,
-``optimizer_step``) against the ordinary ``fit`` (the whole epoch in one
-core call), on the same data, same threads, bit-identical results.
+once per batch costs: the core's ``train_epoch`` (a whole epoch in one call)
+against the per-batch path of data-parallel training (``batch_loss_grad``,
+an in-place ``Allreduce`` on ``COMM_SELF``, ``optimizer_step``), in µs per
+batch, for a tiny network (where the difference is the fixed cost of the
+round trip) and for the MNIST network.
 """
 
 from __future__ import annotations
@@ -105,31 +106,71 @@ def worker(args):
                           "n_samples": int(X.shape[0])}))
 
 
-def overhead(args):
+def _round_trip(units, batch, n_batches, threads, repeats=7):
+    """Median µs per batch: one train_epoch call vs the per-batch path."""
     from mpi4py import MPI
+    from threadpoolctl import threadpool_limits
 
-    from cbp import MLPClassifier
+    from cbp import _core
 
-    X, y = load_mnist(args.mnist, args.n_samples)
-    n_batches = -(-X.shape[0] // args.global_batch)
-    print(f"per-batch cost of returning to Python ({n_batches} batches of "
-          f"{args.global_batch}, layers {args.layers}, OMP_NUM_THREADS="
-          f"{os.environ.get('OMP_NUM_THREADS', 'default')})")
-    rows = []
-    for name, comm in (("one core call per epoch", None),
-                       ("core + Allreduce + core per batch", MPI.COMM_SELF)):
-        def make(n_iter, comm=comm):
-            return MLPClassifier(max_iter=n_iter, comm=comm,
-                                 **params(args, args.global_batch))
-        seconds, est = epoch_seconds(make, X, y, args.epochs, args.rounds)
-        rows.append((name, seconds, est._theta.copy()))
-    same = np.array_equal(rows[0][2], rows[1][2])
-    for name, seconds, _ in rows:
-        print(f"  {name:36s} {seconds:8.4f} s/epoch")
-    extra = (rows[1][1] - rows[0][1]) / n_batches
-    print(f"  difference per batch: {extra * 1e6:.1f} us "
-          f"({100 * (rows[1][1] / rows[0][1] - 1):+.1f} % of an epoch); "
-          f"weights bit-identical: {same}")
+    units = np.asarray(units, dtype=np.intc)
+    offsets, P = _core.param_offsets(units)
+    rng = np.random.RandomState(0)
+    n, k = batch * n_batches, int(units[-1])
+    X = rng.rand(n, int(units[0])).astype(np.float32)
+    Y = np.zeros((n, k), np.float32)
+    Y[np.arange(n), rng.randint(0, k, n)] = 1
+    sw = np.ones(n, np.float32)
+    theta = (rng.randn(P) * 0.05).astype(np.float32)
+    buf = np.zeros(P + 1, np.float32)
+    grad, grad2 = buf[:-1], np.zeros(P, np.float32)
+    s1, s2 = np.zeros(P, np.float32), np.zeros(P, np.float32)
+    step = np.zeros(1, np.intp)
+    work = np.empty(_core.train_workspace_size(units, batch), np.float32)
+    order = rng.permutation(n).astype(np.intp)
+    comm, in_place = MPI.COMM_SELF, MPI.IN_PLACE
+    relu, softmax, adam = 3, 2, 1
+
+    def per_batch():
+        for j in range(n_batches):
+            rows = order[j * batch:(j + 1) * batch]
+            _core.batch_loss_grad(theta, grad, X, Y, sw, rows, 1 / batch, units,
+                                  offsets, relu, softmax, work, threads)
+            buf[-1] = 0.0
+            comm.Allreduce(in_place, buf)
+            _core.optimizer_step(theta, grad, s1, s2, units, offsets,
+                                 1e-4 / batch, adam, 1e-3, 0.9, True, 0.9, 0.999,
+                                 1e-8, step, threads)
+
+    def one_call():
+        _core.train_epoch(theta, grad2, s1, s2, X, Y, sw, order, batch, units,
+                          offsets, relu, softmax, 1e-4, adam, 1e-3, 0.9, True,
+                          0.9, 0.999, 1e-8, step, work, threads)
+
+    times = {one_call: [], per_batch: []}
+    with threadpool_limits(1, user_api="blas"):
+        for _ in range(repeats):
+            for f in times:
+                t0 = time.perf_counter()
+                f()
+                times[f].append((time.perf_counter() - t0) / n_batches * 1e6)
+    return np.median(times[one_call]), np.median(times[per_batch])
+
+
+def overhead(args):
+    threads = args.threads or 1
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"per-batch cost of returning to Python: {threads} OpenMP thread(s), "
+          f"BLAS 1, float32, load average {load:.1f}")
+    print(f"{'network':>16} {'batch':>5} {'one core call':>14} "
+          f"{'per-batch path':>15} {'difference':>11}")
+    cases = [((8, 4, 3), 8, 2000),
+             ((784, *args.layers, 10), args.global_batch, 20)]
+    for units, batch, n_batches in cases:
+        epoch_us, batch_us = _round_trip(units, batch, n_batches, threads)
+        name = "-".join(map(str, units))
+        print(f"{name:>16} {batch:>5} {epoch_us:>11.1f} us {batch_us:>12.1f} us "
+              f"{batch_us - epoch_us:>8.1f} us")
 
 
 def driver(args):
@@ -142,7 +183,7 @@ def driver(args):
     mpiexec = Path(sys.executable).parent / "mpiexec"
     results = []
     for K in ranks:
-        threads = max(1, n_cores // K)
+        threads = args.threads or max(1, n_cores // K)
         env = dict(os.environ, OMP_NUM_THREADS=str(threads),
                    OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
         cmd = [str(mpiexec if mpiexec.exists() else "mpiexec"), "-n", str(K),
@@ -185,6 +226,8 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=1,
                         help="E: timed epochs per fit difference")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="OpenMP threads per rank (default cores / K)")
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--oversubscribe", action="store_true")
     parser.add_argument("--overhead", action="store_true",

@@ -242,3 +242,54 @@ def test_grid_search_on_dask_equals_serial(serial_search):
     np.testing.assert_array_equal(search.cv_results_["mean_test_score"],
                                   serial_search.cv_results_["mean_test_score"])
     assert search.best_params_ == serial_search.best_params_
+
+
+# ---------------------------------------------------------------------------
+# The core's one-batch entry points used by data-parallel training
+
+
+def test_batch_weight_sums_follow_the_order():
+    from cbp import _core
+
+    rng = np.random.RandomState(3)
+    sw = rng.uniform(0, 2, 23)
+    order = rng.permutation(23).astype(np.intp)
+    out = np.empty(5, dtype=np.float64)
+    _core.batch_weight_sums(sw, order, 5, out)
+    expected = [sum(float(sw[r]) for r in order[i:i + 5]) for i in range(0, 23, 5)]
+    assert out.tolist() == expected  # sequential sums, as train_epoch adds
+    _core.batch_weight_sums(sw, None, 5, out)
+    np.testing.assert_allclose(out, [sw[i:i + 5].sum() for i in range(0, 23, 5)])
+    with pytest.raises(ValueError, match="must hold 5"):
+        _core.batch_weight_sums(sw, order, 5, np.empty(4))
+    with pytest.raises(ValueError, match="out of range"):
+        _core.batch_weight_sums(sw, order + 1, 5, out)
+
+
+def test_batch_loss_grad_rejects_rows_out_of_range():
+    from cbp import _core
+
+    units = np.array([3, 2], dtype=np.intc)
+    offsets, n_params = _core.param_offsets(units)
+    X, Y, sw = np.ones((4, 3)), np.ones((4, 2)), np.ones(4)
+    theta, grad = np.zeros(n_params), np.empty(n_params)
+    work = np.empty(_core.train_workspace_size(units, 4))
+    rows = np.array([0, 4], dtype=np.intp)
+    with pytest.raises(ValueError, match="out of range"):
+        _core.batch_loss_grad(theta, grad, X, Y, sw, rows, 1.0, units, offsets,
+                              0, 0, work)
+    # no rows: a zero gradient and a zero loss
+    data = _core.batch_loss_grad(theta, grad, X, Y, sw, rows[:0], 1.0, units,
+                                 offsets, 0, 0, work)
+    assert data == 0.0 and not grad.any()
+
+
+def test_threads_per_rank_share_the_cores():
+    MPI = _mpi()
+    from cbp import _core, _distributed
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count())
+    # COMM_SELF: the only rank on its node gets all the cores OpenMP offers
+    assert _distributed.threads_per_rank(MPI.COMM_SELF) == max(
+        1, min(_core.max_threads(), cores))
