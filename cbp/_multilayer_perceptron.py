@@ -612,28 +612,8 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         n_samples = X_train.shape[0]
         data_parallel = None
         if self.comm is not None:
-            # data-parallel: batch_size is per rank (see cbp._distributed)
-            n_threads = (
-                _distributed.threads_per_rank(self.comm)
-                if self.n_jobs is None
-                else _n_threads(self.n_jobs)
-            )
-            local_batch = 200 if self.batch_size == "auto" else int(self.batch_size)
-            data_parallel = _distributed.DataParallelEpochs(
-                self.comm, X_train, Y_train, sw_train, local_batch, theta, units,
-                n_threads,
-            )
+            data_parallel = self._data_parallel(X_train, Y_train, sw_train, theta, units)
             n_samples = data_parallel.n_samples
-            if self.batch_size != "auto" and data_parallel.batch_size < (
-                data_parallel.n_ranks * local_batch
-            ):
-                warnings.warn(
-                    "Got `batch_size` times the number of ranks larger than "
-                    "the sample size. It is going to be clipped"
-                )
-        sample_idx = np.arange(n_samples, dtype=np.intp)
-        if data_parallel is not None:
-            pass
         elif self.batch_size == "auto":
             batch_size = min(200, n_samples)
         else:
@@ -643,6 +623,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
                     "sample size. It is going to be clipped"
                 )
             batch_size = int(np.clip(self.batch_size, 1, n_samples))
+        sample_idx = np.arange(n_samples, dtype=np.intp)
 
         if data_parallel is None:
             work = np.empty(_core.train_workspace_size(units, batch_size), dtype=dtype)
@@ -733,6 +714,30 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         if early_stopping and getattr(self, "_best_theta", None) is not None:
             theta[:] = self._best_theta
         self._best_theta = None
+
+    def _data_parallel(self, X, Y, sw, theta, units):
+        """Shards and buffers of data-parallel epochs over ``self.comm``.
+
+        ``batch_size`` is per rank ('auto': 200); the global batch is the
+        number of ranks times it (see :mod:`cbp._distributed`).
+        """
+        n_threads = (
+            _distributed.threads_per_rank(self.comm)
+            if self.n_jobs is None
+            else _n_threads(self.n_jobs)
+        )
+        local_batch = 200 if self.batch_size == "auto" else int(self.batch_size)
+        data_parallel = _distributed.DataParallelEpochs(
+            self.comm, X, Y, sw, local_batch, theta, units, n_threads
+        )
+        if self.batch_size != "auto" and data_parallel.batch_size < (
+            data_parallel.n_ranks * local_batch
+        ):
+            warnings.warn(
+                "Got `batch_size` times the number of ranks larger than "
+                "the sample size. It is going to be clipped"
+            )
+        return data_parallel
 
     def _update_no_improvement_count(self, early_stopping, X, y, sample_weight):
         if early_stopping:
