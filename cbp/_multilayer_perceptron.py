@@ -452,7 +452,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         )
 
         if self.comm is not None:
-            self._check_distributable(incremental)
+            self._check_distributable()
         X, y = self._validate_input(X, y, incremental, reset=first_pass)
         n_samples, n_features = X.shape
         if sample_weight is not None:
@@ -501,7 +501,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             )
         return self
 
-    def _check_distributable(self, incremental):
+    def _check_distributable(self):
         """Reject what data-parallel training (``comm``) does not support."""
         if self.solver not in _STOCHASTIC_SOLVERS:
             raise ValueError(
