@@ -4,7 +4,7 @@ Both libraries keep a fitted network in the same attributes (``coefs_``,
 ``intercepts_``, ``out_activation_``, the label binarizer, ...), so a
 conversion copies them and checks that the other library can express the
 network: its hidden activation, output activation and loss. Parameters that
-only shape training (``n_jobs``, ``callbacks``) are dropped; others the
+only shape training (``n_jobs``, ``callbacks``, ``comm``) are dropped; others the
 target lacks are dropped with a warning, since refitting the converted
 estimator would then train differently.
 """
@@ -44,9 +44,10 @@ _FITTED_ATTRIBUTES = (
     "_no_improvement_count",
 )
 
-# cbp parameters that never change the fitted network (results do not
-# depend on the thread count; callbacks that return nothing do nothing).
-_TRAINING_ONLY = ("n_jobs", "callbacks")
+# cbp parameters that only say how training runs, not what network it
+# gives (results do not depend on the thread count; callbacks that return
+# nothing do nothing; an MPI communicator is no part of the model).
+_TRAINING_ONLY = ("n_jobs", "callbacks", "comm")
 
 # Parameters without which the network's predictions cannot be expressed.
 _MODEL_DEFINING = ("activation", "loss")

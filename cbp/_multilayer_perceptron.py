@@ -26,7 +26,7 @@ from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state, column_or_1d
-from sklearn.utils._param_validation import Interval, Options, StrOptions
+from sklearn.utils._param_validation import HasMethods, Interval, Options, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import (
@@ -36,7 +36,7 @@ from sklearn.utils.validation import (
 )
 from threadpoolctl import ThreadpoolController
 
-from . import _core
+from . import _core, _distributed
 from ._progress import _EpochFeedback
 
 _STOCHASTIC_SOLVERS = ("sgd", "adam")
@@ -254,6 +254,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             Interval(Integral, None, -1, closed="right"),
         ],
         "callbacks": [None, list, tuple],
+        "comm": [None, HasMethods(["Allreduce", "Get_rank", "Get_size"])],
     }
 
     @abstractmethod
@@ -284,7 +285,8 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         n_iter_no_change,
         max_fun,
         n_jobs,
-        callbacks=None,
+        callbacks,
+        comm,
     ):
         self.activation = activation
         self.solver = solver
@@ -312,6 +314,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         self.max_fun = max_fun
         self.n_jobs = n_jobs
         self.callbacks = callbacks
+        self.comm = comm
 
     # ------------------------------------------------------------------
     # Parameters: one flat vector, coefs_/intercepts_ are views into it.
@@ -457,10 +460,14 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             not self.warm_start and not incremental
         )
 
+        if self.comm is not None:
+            self._check_distributable()
         X, y = self._validate_input(X, y, incremental, reset=first_pass)
         n_samples, n_features = X.shape
         if sample_weight is not None:
-            sample_weight = _check_sample_weight(sample_weight, X, ensure_non_negative=True)
+            sample_weight = self._collective(
+                _check_sample_weight, sample_weight, X, ensure_non_negative=True
+            )
 
         if y.ndim == 1:
             y = y.reshape((-1, 1))
@@ -502,6 +509,29 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
                 " contain large values and need to be preprocessed."
             )
         return self
+
+    def _check_distributable(self):
+        """Reject what data-parallel training (``comm``) does not support."""
+        if self.solver not in _STOCHASTIC_SOLVERS:
+            raise ValueError(
+                "comm= trains with solver='sgd' or 'adam'; "
+                f"solver={self.solver!r} is not distributed."
+            )
+        if self.early_stopping:
+            raise ValueError("comm= does not support early_stopping=True.")
+
+    def _collective(self, func, *args, **kwargs):
+        """``func(*args, **kwargs)``; with ``comm``, raise on every rank when
+        it raised on any (so that no rank is left waiting in MPI)."""
+        if self.comm is None:
+            return func(*args, **kwargs)
+        result, error = None, None
+        try:
+            result = func(*args, **kwargs)
+        except Exception as exc:  # re-raised on every rank by agree()
+            error = exc
+        _distributed.agree(self.comm, error)
+        return result
 
     def _fit_lbfgs(self, X, Y, sw):
         theta = self._theta
@@ -589,8 +619,11 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             X_val = y_val = sw_val = None
 
         n_samples = X_train.shape[0]
-        sample_idx = np.arange(n_samples, dtype=np.intp)
-        if self.batch_size == "auto":
+        data_parallel = None
+        if self.comm is not None:
+            data_parallel = self._data_parallel(X_train, Y_train, sw_train, theta, units)
+            n_samples = data_parallel.n_samples
+        elif self.batch_size == "auto":
             batch_size = min(200, n_samples)
         else:
             if self.batch_size > n_samples:
@@ -599,11 +632,13 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
                     "sample size. It is going to be clipped"
                 )
             batch_size = int(np.clip(self.batch_size, 1, n_samples))
+        sample_idx = np.arange(n_samples, dtype=np.intp)
 
-        work = np.empty(_core.train_workspace_size(units, batch_size), dtype=dtype)
-        grad = np.empty_like(theta)
+        if data_parallel is None:
+            work = np.empty(_core.train_workspace_size(units, batch_size), dtype=dtype)
+            grad = np.empty_like(theta)
+            n_threads = _n_threads(self.n_jobs)
         solver_code = _core.SOLVERS[self.solver]
-        n_threads = _n_threads(self.n_jobs)
 
         feedback = _EpochFeedback(self, incremental)
         try:
@@ -619,15 +654,23 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
                 else:
                     order = None
                 epoch_start = theta.copy()
-                sum_data, sum_penalty, _, status = _core.train_epoch(
-                    theta, grad, optimizer.state_1, optimizer.state_2,
-                    X_train, Y_train, sw_train, order, batch_size,
-                    units, offsets, hidden_act, out_act, float(self.alpha),
-                    solver_code, optimizer.learning_rate, float(self.momentum),
-                    bool(self.nesterovs_momentum), float(self.beta_1),
-                    float(self.beta_2), float(self.epsilon), optimizer.step,
-                    work, n_threads,
-                )
+                if data_parallel is not None:
+                    sum_data, sum_penalty, status = data_parallel.epoch(
+                        theta, optimizer, order, (units, offsets, hidden_act, out_act),
+                        float(self.alpha), float(self.momentum),
+                        bool(self.nesterovs_momentum), float(self.beta_1),
+                        float(self.beta_2), float(self.epsilon),
+                    )
+                else:
+                    sum_data, sum_penalty, _, status = _core.train_epoch(
+                        theta, grad, optimizer.state_1, optimizer.state_2,
+                        X_train, Y_train, sw_train, order, batch_size,
+                        units, offsets, hidden_act, out_act, float(self.alpha),
+                        solver_code, optimizer.learning_rate, float(self.momentum),
+                        bool(self.nesterovs_momentum), float(self.beta_1),
+                        float(self.beta_2), float(self.epsilon), optimizer.step,
+                        work, n_threads,
+                    )
                 if status != _core.STATUS_OK or not np.isfinite(theta).all():
                     if not np.isfinite(theta).all():
                         theta[:] = epoch_start
@@ -685,6 +728,30 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         if early_stopping and getattr(self, "_best_theta", None) is not None:
             theta[:] = self._best_theta
         self._best_theta = None
+
+    def _data_parallel(self, X, Y, sw, theta, units):
+        """Shards and buffers of data-parallel epochs over ``self.comm``.
+
+        ``batch_size`` is per rank ('auto': 200); the global batch is the
+        number of ranks times it (see :mod:`cbp._distributed`).
+        """
+        n_threads = (
+            _distributed.threads_per_rank(self.comm)
+            if self.n_jobs is None
+            else _n_threads(self.n_jobs)
+        )
+        local_batch = 200 if self.batch_size == "auto" else int(self.batch_size)
+        data_parallel = _distributed.DataParallelEpochs(
+            self.comm, X, Y, sw, local_batch, theta, units, n_threads
+        )
+        if self.batch_size != "auto" and data_parallel.batch_size < (
+            data_parallel.n_ranks * local_batch
+        ):
+            warnings.warn(
+                "Got `batch_size` times the number of ranks larger than "
+                "the sample size. It is going to be clipped"
+            )
+        return data_parallel
 
     def _update_no_improvement_count(self, early_stopping, X, y, sample_weight):
         if early_stopping:
@@ -983,7 +1050,8 @@ _CLASS_DOC_PARAMS = """
         kept single-threaded inside them). None uses all the threads
         OpenMP offers (``OMP_NUM_THREADS`` or the number of cores), -1 as
         well, -2 all but one. The result does not depend on it. Not in
-        scikit-learn, whose MLP uses BLAS's threads.
+        scikit-learn, whose MLP uses BLAS's threads. With ``comm``, None
+        gives each rank its node's cores divided by the node's ranks.
 
     callbacks : list or tuple of callable, default=None
         Functions ``f(estimator, info)`` called after each epoch of the
@@ -999,6 +1067,19 @@ _CLASS_DOC_PARAMS = """
         (and so inside GridSearchCV or cross_val_score): a callback that
         is a bound method then works on a copy of its object. Not in
         scikit-learn.
+
+    comm : mpi4py.MPI.Comm or None, default=None
+        Train data-parallel over the ranks of this MPI communicator
+        (``pip install cbp[mpi]``; launch with ``mpiexec -n K python
+        script.py``): every rank calls ``fit``/``partial_fit`` with its own
+        shard of the rows, the gradients of each global batch of
+        ``K * batch_size`` rows are summed with ``Allreduce``, and all
+        ranks end with the same weights, equal (to rounding) to a
+        single-process fit with ``batch_size=K * batch_size`` on the
+        shards concatenated in rank order; the global batch order is
+        defined in :mod:`cbp._distributed`. Only 'sgd' and 'adam', without
+        early stopping. None (the default) trains in this process, as
+        scikit-learn does. Not in scikit-learn.
 """
 
 _CLASS_DOC_ATTRS = """
@@ -1115,6 +1196,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         max_fun=15000,
         n_jobs=None,
         callbacks=None,
+        comm=None,
     ):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes,
@@ -1143,10 +1225,12 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
             max_fun=max_fun,
             n_jobs=n_jobs,
             callbacks=callbacks,
+            comm=comm,
         )
 
     def _validate_input(self, X, y, incremental, reset):
-        X, y = validate_data(
+        X, y = self._collective(
+            validate_data,
             self,
             X,
             y,
@@ -1157,13 +1241,19 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         )
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
+        labels = y
+        if self.comm is not None and not type_of_target(y).startswith("multilabel"):
+            # every rank encodes the classes of all shards
+            labels = _distributed.global_classes(self.comm, y)
+        return X, self._collective(self._encode_labels, y, labels, incremental)
 
+    def _encode_labels(self, y, labels, incremental):
         if (not hasattr(self, "classes_")) or (not self.warm_start and not incremental):
             self._label_binarizer = LabelBinarizer()
-            self._label_binarizer.fit(y)
+            self._label_binarizer.fit(labels)
             self.classes_ = self._label_binarizer.classes_
         else:
-            classes = unique_labels(y)
+            classes = unique_labels(labels)
             if self.warm_start:
                 if set(classes) != set(self.classes_):
                     raise ValueError(
@@ -1176,8 +1266,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
                     "`y` has classes not in `self.classes_`. "
                     f"`self.classes_` has {self.classes_}. 'y' has {classes}."
                 )
-        y = self._label_binarizer.transform(y).astype(bool)
-        return X, y
+        return self._label_binarizer.transform(y).astype(bool)
 
     def predict(self, X):
         """Predict using the multilayer perceptron classifier.
@@ -1351,6 +1440,7 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
         max_fun=15000,
         n_jobs=None,
         callbacks=None,
+        comm=None,
     ):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes,
@@ -1379,6 +1469,7 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
             max_fun=max_fun,
             n_jobs=n_jobs,
             callbacks=callbacks,
+            comm=comm,
         )
 
     def predict(self, X):
@@ -1409,7 +1500,8 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
         )
 
     def _validate_input(self, X, y, incremental, reset):
-        X, y = validate_data(
+        X, y = self._collective(
+            validate_data,
             self,
             X,
             y,

@@ -1038,3 +1038,249 @@ def forward(const floating[::1] theta, const floating[:, ::1] X,
                 forward_rows(&net, theta_p, X_p + (start + r0) * nf, r1 - r0,
                              out_p + (start + r0) * k, buf0, buf1)
             start = start + nb
+
+
+# --------------------------------------------------------------------------
+# One batch at a time, for data-parallel training (cbp.distributed): the
+# caller sums the gradients of several processes between the two calls.
+# Together they do what one batch of ``train_epoch`` does.
+
+from libc.stdlib cimport malloc, free
+
+
+cdef inline Py_ssize_t _train_work_elems(const Net* net, Py_ssize_t rows,
+                                         Py_ssize_t nf, Py_ssize_t k) noexcept nogil:
+    """``train_workspace_size(units, rows)`` from a Net."""
+    return (rows * (2 * net.sum_units - net.units[net.n_layers] + nf + k + 1)
+            + 2 * rows + 2)
+
+
+def batch_loss_grad(const floating[::1] theta, floating[::1] grad,
+                    const floating[:, ::1] X, const floating[:, ::1] Y,
+                    const floating[::1] sample_weight,
+                    const Py_ssize_t[::1] index, double scale,
+                    const int[::1] units, const Py_ssize_t[::1] offsets,
+                    int hidden_act, int out_act, floating[::1] work,
+                    int n_threads=1):
+    """Data loss and gradient of one batch, its rows gathered by ``index``.
+
+    The rows ``X[index]`` (with ``Y[index]``, ``sample_weight[index]``)
+    are gathered into the workspace, run forward and backward by
+    ``n_threads`` OpenMP threads (call BLAS single-threaded), without the
+    GIL. The gradient is of the data term only, scaled by ``scale``:
+    ``grad = scale * sum_i sw_i * d loss_i / d theta``, with no L2 term.
+    ``scale = 1 / sw_sum`` of the batch gives the batch's mean gradient;
+    in data-parallel training each process passes ``1 / sw_sum`` of the
+    whole (global) batch, so the processes' gradients add up to the
+    global batch's. The L2 term is added by ``optimizer_step``.
+
+    Parameters
+    ----------
+    theta : ndarray of shape (n_params,)
+        The flat parameters (read only).
+    grad : ndarray of shape (n_params,)
+        Receives the scaled gradient (zero when ``index`` is empty).
+    X, Y : ndarray of shape (n_samples, units[0]) and (n_samples, units[-1])
+    sample_weight : ndarray of shape (n_samples,)
+    index : ndarray of intp, shape (n_batch,)
+        Rows of the batch; may be empty.
+    scale : float
+        Factor applied to the gradient.
+    units, offsets, hidden_act, out_act
+        The network, as for ``train_epoch``.
+    work : ndarray
+        Workspace of at least ``train_workspace_size(units, n_batch)``
+        elements.
+    n_threads : int, default=1
+
+    Returns
+    -------
+    data_sum : float
+        ``sum_i sw_i * loss_i`` over the batch (not scaled), each
+        ``loss_i`` summed over the outputs; ``data_sum / sw_sum`` is the
+        data loss ``train_epoch`` reports for the batch.
+    """
+    cdef Net net = _make_net(units, offsets, theta.shape[0], hidden_act,
+                             out_act, n_threads)
+    cdef Py_ssize_t n = X.shape[0]
+    cdef Py_ssize_t nf = X.shape[1]
+    cdef Py_ssize_t k = Y.shape[1]
+    cdef Py_ssize_t nb = index.shape[0]
+    cdef Py_ssize_t i, r, r0, r1
+    cdef int tid
+    cdef int nt = net.n_threads
+    cdef double data_sum = 0
+    cdef floating fscale = <floating>scale
+    cdef floating* acts
+    cdef floating* deltas
+    cdef floating* Xb
+    cdef floating* Yb
+    cdef floating* swb
+    cdef double* rowloss
+    cdef const floating* theta_p
+    cdef floating* grad_p
+    cdef const floating* X_p
+    cdef const floating* Y_p
+    cdef const floating* sw_p
+    cdef const Py_ssize_t* index_p
+    if grad.shape[0] != theta.shape[0]:
+        raise ValueError("grad and theta differ in size")
+    if nf != units[0] or k != units[net.n_layers]:
+        raise ValueError("X or Y do not match the layer widths")
+    if Y.shape[0] != n or sample_weight.shape[0] != n:
+        raise ValueError("X, Y and sample_weight differ in length")
+    if nb == 0:
+        grad[:] = 0
+        return 0.0
+    _check_rows(nb)
+    if work.shape[0] < _train_work_elems(&net, nb, nf, k):
+        raise ValueError("workspace too small")
+    for i in range(nb):
+        if index[i] < 0 or index[i] >= n:
+            raise ValueError("index holds a row out of range")
+
+    # the workspace laid out for nb rows, as train_epoch lays it out
+    acts = &work[0]
+    deltas = acts + nb * net.sum_units
+    Xb = deltas + nb * (net.sum_units - units[net.n_layers])
+    Yb = Xb + nb * nf
+    swb = Yb + nb * k
+    rowloss = _rowloss_area(&work[0], (swb - acts) + nb)
+    theta_p = &theta[0]
+    grad_p = &grad[0]
+    X_p = &X[0, 0]
+    Y_p = &Y[0, 0]
+    sw_p = &sample_weight[0]
+    index_p = &index[0]
+    with nogil, parallel(num_threads=nt):
+        tid = threadid()
+        r0 = _part_q(nb, tid, nt)
+        r1 = _part_q(nb, tid + 1, nt)
+        # gather this thread's rows: Xb[i] = X[index[i]], ...
+        for i in range(r0, r1):
+            r = index_p[i]
+            memcpy(Xb + i * nf, X_p + r * nf, nf * sizeof(floating))
+            memcpy(Yb + i * k, Y_p + r * k, k * sizeof(floating))
+            swb[i] = sw_p[r]
+        rows_forward_backward(&net, theta_p, Xb, Yb, swb, r0, r1, acts,
+                              deltas, nb, rowloss)
+        cbp_barrier()
+        params_grad(&net, grad_p, Xb, nb, acts, deltas, nb, fscale, False,
+                    tid, nt)
+    for i in range(nb):
+        data_sum += rowloss[i]
+    return data_sum
+
+
+def optimizer_step(floating[::1] theta, const floating[::1] grad,
+                   floating[::1] state_1, floating[::1] state_2,
+                   const int[::1] units, const Py_ssize_t[::1] offsets,
+                   double l2, int solver, double learning_rate,
+                   double momentum, bint nesterov, double beta_1,
+                   double beta_2, double epsilon, Py_ssize_t[::1] step,
+                   int n_threads=1):
+    """One fused sgd/adam step in place, the L2 gradient folded in.
+
+    Each parameter segment gets ``g = grad + l2 * W`` (weights only, so
+    ``l2 = alpha / sw_sum`` reproduces ``train_epoch``) and the step of
+    ``train_epoch``: sgd with (Nesterov) momentum on ``state_1``, or Adam
+    on the moments ``state_1``/``state_2``, whose counter ``step[0]`` is
+    advanced in place. ``n_threads`` OpenMP threads share the parameters,
+    without the GIL.
+
+    Returns
+    -------
+    sq : float
+        ``sum(W**2)`` over all weights before the step, so that the batch's
+        penalty is ``0.5 * alpha * sq / sw_sum``.
+    """
+    cdef Net net = _make_net(units, offsets, theta.shape[0], ACT_IDENTITY,
+                             OUT_IDENTITY, n_threads)
+    cdef Optim opt
+    cdef Py_ssize_t P = theta.shape[0]
+    cdef int tid, t
+    cdef int nt = net.n_threads
+    cdef double lr_t = 0, sq = 0
+    cdef double* parts
+    cdef floating* theta_p
+    cdef const floating* grad_p
+    cdef floating* s1_p
+    cdef floating* s2_p
+    if solver not in (SOLVER_SGD, SOLVER_ADAM):
+        raise ValueError(f"unknown solver code {solver}")
+    if grad.shape[0] != P or state_1.shape[0] != P or (
+            solver == SOLVER_ADAM and state_2.shape[0] != P):
+        raise ValueError("grad and optimizer state must match theta in size")
+    if step.shape[0] < 1:
+        raise ValueError("step must hold one counter")
+    opt.solver = solver
+    opt.learning_rate = learning_rate
+    opt.momentum = momentum
+    opt.nesterov = nesterov
+    opt.beta_1 = beta_1
+    opt.beta_2 = beta_2
+    opt.epsilon = epsilon
+    if solver == SOLVER_ADAM:
+        step[0] += 1
+        lr_t = (learning_rate * sqrt(1 - pow(beta_2, step[0]))
+                / (1 - pow(beta_1, step[0])))
+    theta_p = &theta[0]
+    grad_p = &grad[0]
+    s1_p = &state_1[0]
+    s2_p = &state_2[0] if solver == SOLVER_ADAM else NULL
+    parts = <double*>malloc(nt * sizeof(double))
+    if parts == NULL:
+        raise MemoryError()
+    for t in range(nt):
+        parts[t] = 0
+    with nogil, parallel(num_threads=nt):
+        tid = threadid()
+        parts[tid] = params_step(&net, theta_p, grad_p, s1_p, s2_p, &opt,
+                                 lr_t, l2, tid, nt)
+    for t in range(nt):
+        sq += parts[t]
+    free(parts)
+    return sq
+
+
+def batch_weight_sums(const floating[::1] sample_weight,
+                      const Py_ssize_t[::1] order, Py_ssize_t batch_size,
+                      double[::1] out):
+    """Sum of the sample weights of each batch, as ``train_epoch`` sums them.
+
+    Batch ``j`` is ``order[j * batch_size:(j + 1) * batch_size]`` (or those
+    rows when ``order`` is None); its weights are added in that order in
+    double precision, so the sums are bit-identical to the ones
+    ``train_epoch`` divides by.
+
+    Parameters
+    ----------
+    sample_weight : ndarray of shape (n_samples,)
+    order : ndarray of intp, shape (n_total,), or None
+    batch_size : int
+    out : ndarray of float64, shape (ceil(n_total / batch_size),)
+        Receives the sums.
+    """
+    cdef Py_ssize_t n = sample_weight.shape[0]
+    cdef bint shuffled = order is not None
+    cdef Py_ssize_t n_total = order.shape[0] if shuffled else n
+    cdef Py_ssize_t n_batches, i, j, start, stop, r
+    cdef double s
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    n_batches = (n_total + batch_size - 1) // batch_size
+    if out.shape[0] != n_batches:
+        raise ValueError(f"out must hold {n_batches} sums, it holds {out.shape[0]}")
+    if shuffled:
+        for i in range(n_total):
+            if order[i] < 0 or order[i] >= n:
+                raise ValueError("order holds an index out of range")
+    with nogil:
+        for j in range(n_batches):
+            start = j * batch_size
+            stop = min(start + batch_size, n_total)
+            s = 0
+            for i in range(start, stop):
+                r = order[i] if shuffled else i
+                s = s + sample_weight[r]
+            out[j] = s
