@@ -12,6 +12,7 @@ pages need no network; otherwise by MathJax in the browser.
 """
 
 import inspect
+import re
 import os
 import shutil
 import subprocess
@@ -98,6 +99,21 @@ def _fused_signature(app, what, name, obj, options, signature, return_annotation
     return None
 
 
+_SKLEARN_REF = re.compile(r":ref:`([^`<]+?)\s*<[^`>]+>`")
+
+
+def _strip_sklearn_refs(app, what, name, obj, options, lines):
+    """Turn the ``:ref:`` roles of inherited scikit-learn docstrings into text.
+
+    ``score`` and ``get_params`` come from scikit-learn's mixins, whose
+    docstrings link to labels of scikit-learn's own documentation
+    (``:ref:`accuracy <accuracy_score>```); here those labels do not exist.
+    """
+    module = getattr(obj, "__module__", "") or ""
+    if module.startswith("sklearn"):
+        lines[:] = [_SKLEARN_REF.sub(r"\1", line) for line in lines]
+
+
 # -- doctest ---------------------------------------------------------------
 
 doctest_global_setup = """
@@ -160,4 +176,5 @@ class OptionalInclude(Include):
 def setup(app):
     directives.register_directive("optional-include", OptionalInclude)
     app.connect("autodoc-process-signature", _fused_signature)
+    app.connect("autodoc-process-docstring", _strip_sklearn_refs)
     return {"parallel_read_safe": True}
