@@ -175,6 +175,8 @@ class OptionalInclude(Include):
 
 def setup(app):
     directives.register_directive("optional-include", OptionalInclude)
-    app.connect("autodoc-process-signature", _fused_signature)
+    # before numpydoc's handler (priority 500), which returns the docstring's
+    # first line, the dispatcher's signature, and so would win
+    app.connect("autodoc-process-signature", _fused_signature, priority=400)
     app.connect("autodoc-process-docstring", _strip_sklearn_refs)
     return {"parallel_read_safe": True}
