@@ -27,38 +27,59 @@ from setuptools import Extension, setup
 DEBUG = os.environ.get("CBP_DEBUG", "0") not in ("", "0")
 
 
-def _compiler_has_openmp():
-    """Return True when the C compiler accepts ``-fopenmp`` and links it."""
+def _env_flags(*names):
+    """The whitespace-separated flags of the environment variables ``names``."""
+    return [flag for name in names for flag in os.environ.get(name, "").split()]
+
+
+def _openmp_flags():
+    """Return ``(compile_args, link_args)`` for OpenMP, or None without it.
+
+    gcc and LLVM clang take ``-fopenmp``. Apple's clang has no OpenMP of
+    its own: with Homebrew's libomp the flags come from the environment
+    (``CFLAGS="-Xpreprocessor -fopenmp -I$(brew --prefix libomp)/include"``,
+    ``LDFLAGS="-L$(brew --prefix libomp)/lib -lomp"``, as the cibuildwheel
+    configuration in ``pyproject.toml`` sets them), and none are added here.
+    Either way a small program using ``omp.h`` must compile and link with
+    the environment's ``CFLAGS``/``CPPFLAGS``/``LDFLAGS``; otherwise the core
+    is built serially.
+    """
     if os.environ.get("CBP_NO_OPENMP", "0") not in ("", "0"):
-        return False
-    cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
-    cc = cc.split()
+        return None
+    if sys.platform == "win32":
+        return None
+    cc = (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()
     if shutil.which(cc[0]) is None:
-        return False
+        return None
+    env_cflags = _env_flags("CPPFLAGS", "CFLAGS")
+    env_ldflags = _env_flags("LDFLAGS")
+    if sys.platform == "darwin" and "-fopenmp" in env_cflags:
+        flags = ([], [])  # -Xpreprocessor -fopenmp ... -lomp from the environment
+    else:
+        flags = (["-fopenmp"], ["-fopenmp"])
     src = "#include <omp.h>\nint main(void){return omp_get_max_threads() < 1;}\n"
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "t.c")
         with open(path, "w") as f:
             f.write(src)
+        cmd = cc + env_cflags + flags[0] + [path, "-o", os.path.join(tmp, "t")]
+        cmd += env_ldflags + flags[1]
         try:
-            result = subprocess.run(
-                cc + ["-fopenmp", path, "-o", os.path.join(tmp, "t")],
-                capture_output=True,
-                timeout=60,
-            )
+            result = subprocess.run(cmd, capture_output=True, timeout=60)
         except (OSError, subprocess.SubprocessError):
-            return False
-    return result.returncode == 0
+            return None
+    return flags if result.returncode == 0 else None
 
 
-OPENMP = sys.platform != "win32" and _compiler_has_openmp()
+OPENMP_FLAGS = _openmp_flags()
+OPENMP = OPENMP_FLAGS is not None
 
 # -fno-math-errno lets gcc vectorise sqrt/exp loops (no errno side effect)
 compile_args = ["-O0", "-g"] if DEBUG else ["-O3", "-fno-math-errno"]
 link_args = []
 if OPENMP:
-    compile_args.append("-fopenmp")
-    link_args.append("-fopenmp")
+    compile_args += OPENMP_FLAGS[0]
+    link_args += OPENMP_FLAGS[1]
 
 directives = {
     "language_level": 3,
@@ -87,6 +108,5 @@ setup(
         extensions,
         include_path=["src"],
         compiler_directives=directives,
-        
     ),
 )

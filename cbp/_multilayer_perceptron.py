@@ -1056,12 +1056,12 @@ _CLASS_DOC_PARAMS = """
     callbacks : list or tuple of callable, default=None
         Functions ``f(estimator, info)`` called after each epoch of the
         stochastic solvers ('sgd', 'adam'), in order, with the estimator and a dict of the epoch's
-        figures: ``epoch`` (= n_iter_), ``loss``, ``validation_score``
+        figures: ``epoch`` (= ``n_iter_``), ``loss``, ``validation_score``
         (None without early stopping), ``time`` (seconds of the epoch),
         ``elapsed``, ``eta`` (seconds left until max_iter; None under
-        partial_fit), ``learning_rate``, ``n_samples_seen`` (= t_) and
+        partial_fit), ``learning_rate``, ``n_samples_seen`` (= ``t_``) and
         ``max_iter``. Training stops after the epoch when any of them
-        returns True (without a ConvergenceWarning; n_iter_ counts the
+        returns True (without a ConvergenceWarning; ``n_iter_`` counts the
         epochs run). 'lbfgs' has no epochs and refuses callbacks. Like
         every parameter, the list is deep-copied by :func:`sklearn.clone`
         (and so inside GridSearchCV or cross_val_score): a callback that
@@ -1113,7 +1113,7 @@ _CLASS_DOC_ATTRS = """
     n_features_in_ : int
         Number of features seen during fit.
 
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (``n_features_in_``,)
         Names of features seen during fit, when X has string column names.
 
     n_iter_ : int

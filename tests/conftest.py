@@ -4,6 +4,37 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+SOURCE_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cbp_dir():
+    import cbp
+
+    return Path(cbp.__file__).resolve().parent
+
+
+def pytest_sessionstart(session):
+    """With CBP_TEST_INSTALLED=1, refuse to test the source tree's cbp/.
+
+    CI sets it when it runs the suite against the built wheel, so that the
+    run fails instead of silently testing the source tree.
+    """
+    if os.environ.get("CBP_TEST_INSTALLED", "0") not in ("", "0"):
+        where = _cbp_dir()
+        if where.is_relative_to(SOURCE_ROOT):
+            raise pytest.UsageError(
+                f"CBP_TEST_INSTALLED is set but cbp was imported from the source "
+                f"tree ({where}); run pytest from outside {SOURCE_ROOT}"
+            )
+
+
+def pytest_report_header(config):
+    """Say which cbp the suite tests."""
+    import cbp
+
+    return f"cbp {cbp.__version__} from {_cbp_dir()}"
+
+
 #: relative tolerance per dtype for comparisons against numpy/scikit-learn
 RTOL = {np.float32: 1e-5, np.float64: 1e-12}
 
