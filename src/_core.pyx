@@ -131,6 +131,32 @@ def max_threads():
     return cbp_max_threads()
 
 
+def safety_checks(Py_ssize_t past_end=2, Py_ssize_t negative=-1):
+    """Report which of Cython's index checks this build compiled in.
+
+    A test hook for the debug build (``CBP_DEBUG=1``, see setup.py). It
+    indexes a memoryview ``v`` over the middle of a larger buffer
+    ``[0, 1, 2, 3]`` (``v = [1, 2]``), so that the unchecked reads of a
+    release build stay inside the allocation: ``v[2]`` raises IndexError
+    with ``boundscheck`` and reads 3 without; ``v[-1]`` is 2 with
+    ``wraparound`` and reads 0 (the element before ``v``) without.
+
+    Returns
+    -------
+    checks : dict
+        ``{"boundscheck": bool, "wraparound": bool}``.
+    """
+    buf = np.arange(4, dtype=np.float64)
+    cdef double[::1] v = buf[1:3]
+    cdef bint bounds
+    try:
+        v[past_end]
+        bounds = False
+    except IndexError:
+        bounds = True
+    return {"boundscheck": bool(bounds), "wraparound": v[negative] == 2.0}
+
+
 # --------------------------------------------------------------------------
 # Scalar helpers, fused over float and double.
 
