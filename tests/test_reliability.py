@@ -604,11 +604,14 @@ def test_core_interrupt_stops_after_the_current_batch(solver, dtype):
 def test_ctrl_c_during_fit_leaves_a_usable_estimator(monkeypatch, Est, solver):
     X, y_class, y_reg = _data(2000, 10)
     y = _y_for(Est, y_class, y_reg)
-    calls = {"n": 0}
+    calls = {"n": 0, "losses": []}
 
     def counting(real, *args):
         calls["n"] += 1
-        return real(*args)
+        result = real(*args)
+        if solver == "lbfgs":
+            calls["losses"].append(result[0] + result[1])
+        return result
 
     entry = "loss_grad" if solver == "lbfgs" else "train_epoch"
     monkeypatch.setattr(mlp_module, "_core", _CoreProxy({entry: counting}))
@@ -633,11 +636,10 @@ def test_ctrl_c_during_fit_leaves_a_usable_estimator(monkeypatch, Est, solver):
     else:
         assert np.isfinite(pred).all()
     if solver == "lbfgs":
-        # the weights kept are the best evaluated ones: not worse than the start
-        start = Est(hidden_layer_sizes=(40,), solver=solver, max_iter=1, random_state=0)
-        with _quiet():
-            start.fit(X, y)
-        assert est.loss_ <= start.loss_ + 1e-12
+        # the weights kept are the best evaluated point (the last call
+        # re-evaluates them for loss_)
+        assert est.loss_ == pytest.approx(min(calls["losses"]), rel=1e-12)
+        assert calls["losses"][-1] == min(calls["losses"])
     else:
         # training resumes from the interrupted state
         with _quiet():
@@ -698,7 +700,7 @@ def test_predict_releases_the_gil(fitted, monkeypatch):
         finally:
             state["inside"] = False
 
-    big = np.random.RandomState(0).normal(size=(200_000, X.shape[1]))
+    big = np.random.RandomState(0).normal(size=(300_000, X.shape[1]))
     monkeypatch.setattr(mlp_module, "_core", _CoreProxy({"forward": forward}))
     interval = sys.getswitchinterval()
     sys.setswitchinterval(1000.0)
@@ -856,7 +858,8 @@ def test_safety_checks_match_the_requested_build():
 def test_safety_checks_catch_out_of_bounds_in_the_debug_build():
     if not _core.safety_checks()["boundscheck"]:
         pytest.skip("release build: no bounds checks")
-    with pytest.raises(IndexError):
-        _core.safety_checks(past_end=5)
+    # the report comes from a real check: an index in bounds passes it
+    assert _core.safety_checks(past_end=1)["boundscheck"] is False
+    # and an out-of-bounds negative index raises instead of reading memory
     with pytest.raises(IndexError):
         _core.safety_checks(negative=-3)
