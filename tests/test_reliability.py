@@ -266,6 +266,16 @@ def test_valid_layer_widths_are_accepted():
             assert [c.shape[1] for c in clf.coefs_[:-1]] == [int(w) for w in expect]
 
 
+def test_network_too_large_for_32bit_blas_is_rejected_before_allocation(core_must_not_run):
+    X, _, y_reg = _data(10, 3)
+    # 3 * 50000 + 50000 * 50000 + 50000 weights > 2**31 - 1: refused before
+    # the 20 GB of weights would be allocated
+    reg = MLPRegressor(hidden_layer_sizes=(50_000, 50_000))
+    with pytest.raises(ValueError, match="32-bit"):
+        reg.fit(X, y_reg)
+    assert not hasattr(reg, "coefs_")
+
+
 def test_partial_fit_labels_outside_classes(core_must_not_run):
     X, y_class, _ = _data(20, 3)
     y = y_class % 2
