@@ -1010,7 +1010,14 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
     # Prediction.
 
     def _forward_pass_fast(self, X, check_input=True):
-        """Network output for X, computed by the core in bounded blocks."""
+        """Network output for X, computed by the core in bounded blocks.
+
+        With ``check_input`` (the public methods) a NaN or infinite output
+        raises ValueError instead of being returned: finite weights can
+        still overflow on large inputs, or after the last step of a
+        diverging fit. Internal scoring (early stopping) passes
+        ``check_input=False`` and gets the NaN, as in scikit-learn.
+        """
         if check_input:
             X = validate_data(
                 self, X, dtype=(np.float64, np.float32), order="C", reset=False
@@ -1035,6 +1042,12 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             _core.forward(
                 theta, X, out, units, offsets, hidden_act, out_act, work, rows,
                 n_threads,
+            )
+        if check_input and not np.isfinite(out).all():
+            raise ValueError(
+                "The network's output is NaN or infinite for some samples: "
+                "the weights or the input values are too large (did the fit "
+                "diverge?). Scale the input data or lower learning_rate_init."
             )
         return out
 

@@ -4,7 +4,8 @@ Each example draws a problem (samples, features, hidden layers, batch size,
 dtype, memory layout, activation, solver, target kind, a few special
 values) and fits and predicts. Either both work and the outputs have the
 right shape and are finite, or the estimator raises a ValueError or
-TypeError with a message. Anything else (another exception, NaN output, a
+TypeError with a message (predict too: a NaN or infinite output is an
+error, not a result). Anything else (another exception, NaN output, a
 crash of the process) fails. The examples are derandomized so CI runs the
 same ones every time; set CBP_FUZZ_EXAMPLES to run more locally.
 """
@@ -116,12 +117,12 @@ def test_fit_predict_work_or_raise_a_clear_error(p):
             est.fit(X, y, sample_weight=sw)
             if p["partial"] and p["solver"] != "lbfgs" and not p["early_stopping"]:
                 est.partial_fit(X, y, sample_weight=sw)
+            out = est.predict(X)
+            proba = None if regression else est.predict_proba(X)
         except (ValueError, TypeError) as exc:
             assert str(exc), "an error must say what is wrong"
             event(f"{type(exc).__name__}: {str(exc)[:40]}")
             return
-        X_pred = np.asarray(X, dtype=float)
-        out = est.predict(X)
     event("fit and predict work")
 
     n = p["n_samples"]
@@ -129,11 +130,8 @@ def test_fit_predict_work_or_raise_a_clear_error(p):
     assert all(np.isfinite(c).all() for c in est.coefs_ + est.intercepts_)
     assert out.shape == ((n,) if n_out == 1 else (n, n_out))
     if regression:
-        # finite weights on finite, moderate input give finite output
-        if np.isfinite(X_pred).all() and np.abs(X_pred).max() < 1e6:
-            assert np.isfinite(out).all()
+        assert np.isfinite(out).all()
     else:
-        proba = est.predict_proba(X)
         assert proba.shape[0] == n and np.isfinite(proba).all()
         assert ((proba >= 0) & (proba <= 1)).all()
         if p["target"] == "multilabel":

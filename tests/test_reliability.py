@@ -418,8 +418,12 @@ def test_huge_learning_rate_raises_and_keeps_finite_weights(solver, lr, activati
     params = _params(reg)
     assert all(np.isfinite(p).all() for p in params)
     assert reg.n_iter_ < 50
-    # the estimator stays usable: predict runs, a new fit starts afresh
-    assert reg.predict(X).shape == (len(X),)
+    # the estimator stays usable: predict gives finite values or says that
+    # the (finite, huge) weights overflow; a new fit starts afresh
+    try:
+        assert np.isfinite(reg.predict(X)).all()
+    except ValueError as exc:
+        assert "NaN or infinite" in str(exc)
     with _quiet():
         reg.set_params(learning_rate_init=1e-3).fit(X, y)
     assert all(np.isfinite(p).all() for p in _params(reg))
@@ -440,7 +444,6 @@ def test_divergence_in_partial_fit_keeps_finite_weights(solver):
     # (which may have overflowed) is dropped
     assert all(np.isfinite(p).all() for p in _params(reg))
     assert reg._optimizer is None
-    assert reg.predict(X).shape == (len(X),)
 
 
 def test_lbfgs_with_nonfinite_initial_loss_raises_and_keeps_initial_weights():
@@ -495,6 +498,27 @@ def test_lbfgs_nonfinite_loss_midway_never_leaves_nonfinite_weights(monkeypatch)
         # the kept point is the best one evaluated
         assert seen[key] == min(seen.values())
     assert np.isfinite(reg.loss_)
+
+
+def test_predict_raises_when_finite_weights_overflow():
+    """Finite weights can still overflow on huge (finite) input: predict says
+    so instead of returning NaN; scoring inside fit (early stopping) keeps
+    scikit-learn's NaN score."""
+    X, y_class, y_reg = _data(50, 3)
+    with _quiet():
+        clf = MLPClassifier(hidden_layer_sizes=(5,), max_iter=5, random_state=0).fit(X, y_class)
+        reg = MLPRegressor(hidden_layer_sizes=(5,), max_iter=5, random_state=0).fit(X, y_reg)
+    huge = np.full((2, 3), 1e300)
+    for est in (clf, reg):
+        # hidden units overflow to +inf; the output sums +inf and -inf
+        est.coefs_[0][...] = 1e10
+        est.coefs_[1][0] = 1.0
+        est.coefs_[1][1] = -1.0
+    assert all(np.isfinite(p).all() for p in _params(clf) + _params(reg))
+    for method in (clf.predict, clf.predict_proba, clf.predict_log_proba, reg.predict):
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            method(huge)
+    assert np.isnan(reg._score_with_function(huge, [0.0, 1.0], None, lambda *a, **k: 0.0))
 
 
 # ---------------------------------------------------------------------------
