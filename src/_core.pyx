@@ -1100,7 +1100,7 @@ def forward(const floating[::1] theta, const floating[:, ::1] X,
 # caller sums the gradients of several processes between the two calls.
 # Together they do what one batch of ``train_epoch`` does.
 
-from libc.stdlib cimport malloc, free
+from libc.stdlib cimport calloc, free
 
 
 cdef inline Py_ssize_t _train_work_elems(const Net* net, Py_ssize_t rows,
@@ -1253,10 +1253,11 @@ def optimizer_step(floating[::1] theta, const floating[::1] grad,
                              OUT_IDENTITY, n_threads)
     cdef Optim opt
     cdef Py_ssize_t P = theta.shape[0]
-    cdef int tid, t
+    cdef Py_ssize_t n_blocks = _n_row_blocks(&net)
+    cdef int tid
     cdef int nt = net.n_threads
     cdef double lr_t = 0, sq = 0
-    cdef double* parts
+    cdef double* sq_q
     cdef floating* theta_p
     cdef const floating* grad_p
     cdef floating* s1_p
@@ -1283,18 +1284,16 @@ def optimizer_step(floating[::1] theta, const floating[::1] grad,
     grad_p = &grad[0]
     s1_p = &state_1[0]
     s2_p = &state_2[0] if solver == SOLVER_ADAM else NULL
-    parts = <double*>malloc(nt * sizeof(double))
-    if parts == NULL:
+    # sum(W**2) per block of weight rows, summed in order (see params_step)
+    sq_q = <double*>calloc(max(1, n_blocks), sizeof(double))
+    if sq_q == NULL:
         raise MemoryError()
-    for t in range(nt):
-        parts[t] = 0
     with nogil, parallel(num_threads=nt):
         tid = threadid()
-        parts[tid] = params_step(&net, theta_p, grad_p, s1_p, s2_p, &opt,
-                                 lr_t, l2, tid, nt)
-    for t in range(nt):
-        sq += parts[t]
-    free(parts)
+        params_step(&net, theta_p, grad_p, s1_p, s2_p, &opt, lr_t, l2, sq_q,
+                    tid, nt)
+    sq = _sum_blocks(sq_q, n_blocks)
+    free(sq_q)
     return sq
 
 
