@@ -8,7 +8,12 @@ Environment switches
 CBP_DEBUG=1
     Build with ``boundscheck``, ``wraparound`` and ``initializedcheck`` on
     (and no ``-O3``), so a kernel indexing bug raises instead of corrupting
-    memory. The test suite is run under this build in CI.
+    memory. The test suite is run under this build in CI (``.ci/run``);
+    ``cbp._core.safety_checks()`` tells which build is installed.
+    The two variants generate their C into separate folders under
+    ``build/`` and every build recompiles (setuptools compares file
+    times only, not directives or flags), so switching the variable
+    never reuses the other variant's code.
 CBP_NO_OPENMP=1
     Build without OpenMP even when the compiler supports it.
 """
@@ -108,5 +113,7 @@ setup(
         extensions,
         include_path=["src"],
         compiler_directives=directives,
+        build_dir=os.path.join("build", "cython-debug" if DEBUG else "cython"),
     ),
+    options={"build_ext": {"force": True}},
 )

@@ -41,11 +41,17 @@ from ._progress import _EpochFeedback
 
 _STOCHASTIC_SOLVERS = ("sgd", "adam")
 
+# Held while ``_packed_params`` checks and repacks ``coefs_``/``intercepts_``
+# (microseconds; never while the core runs).
+_PACK_LOCK = threading.Lock()
+
 # Rows per block in prediction and in lbfgs's full-batch passes: the
 # working memory is bounded by the block, not by the number of samples.
 _BLOCK_ELEMENTS = 1 << 19
 _MIN_BLOCK_ROWS = 256
 _MAX_BLOCK_ROWS = 8192
+# The core addresses all weights with 32-bit BLAS sizes.
+_MAX_WEIGHTS = 2**31 - 1
 
 
 class _SingleThreadedBLAS:
@@ -86,6 +92,41 @@ class _SingleThreadedBLAS:
                 cls._limiter.restore_original_limits()
                 cls._limiter = None
         return False
+
+
+class _LayerWidths(Options):
+    """Parameter constraint: a flat sequence of integers >= 1 (may be empty).
+
+    The constraint of ``hidden_layer_sizes``. scikit-learn's parameter
+    validation accepts only its own constraint classes, so this is an
+    ``Options`` whose membership test is replaced: ``(10, 0)``, ``(3.5,)``,
+    ``("a",)`` or ``[[3]]`` are then rejected by ``_validate_params`` with
+    the usual ``InvalidParameterError`` (a ValueError and a TypeError)
+    naming the parameter, before any data is looked at. The one listed
+    option only serves scikit-learn's test helpers.
+    """
+
+    def __init__(self):
+        super().__init__(tuple, {(100,)})
+
+    def is_satisfied_by(self, val):
+        if isinstance(val, (str, bytes)) or not (
+            hasattr(val, "__len__") or hasattr(val, "__array__")
+        ):
+            return False
+        try:
+            widths = np.asarray(val, dtype=object)
+        except (TypeError, ValueError):
+            return False
+        if widths.ndim != 1:
+            return False
+        return all(
+            isinstance(w, Integral) and not isinstance(w, (bool, np.bool_)) and w >= 1
+            for w in widths
+        )
+
+    def __str__(self):
+        return "a sequence of ints >= 1"
 
 
 def _n_threads(n_jobs):
@@ -217,7 +258,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
 
     _parameter_constraints: dict = {
         "hidden_layer_sizes": [
-            "array-like",
+            _LayerWidths(),
             Interval(Integral, 1, None, closed="left"),
         ],
         "activation": [StrOptions({"identity", "logistic", "tanh", "relu"})],
@@ -320,7 +361,20 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
     # Parameters: one flat vector, coefs_/intercepts_ are views into it.
 
     def _layout(self):
-        units = [self.coefs_[0].shape[0]] + [c.shape[1] for c in self.coefs_]
+        shapes = [np.shape(c) for c in self.coefs_]
+        if not shapes or any(len(sh) != 2 for sh in shapes):
+            raise ValueError(
+                "coefs_ must be a non-empty list of 2-D weight matrices, got "
+                f"shapes {shapes}."
+            )
+        for i in range(len(shapes) - 1):
+            if shapes[i][1] != shapes[i + 1][0]:
+                raise ValueError(
+                    f"coefs_[{i}] has shape {shapes[i]} and coefs_[{i + 1}] "
+                    f"{shapes[i + 1]}: each layer's fan_out must be the next "
+                    "layer's fan_in."
+                )
+        units = [shapes[0][0]] + [sh[1] for sh in shapes]
         layout = getattr(self, "_layout_cache", None)
         if layout is None or list(layout.units) != units:
             layout = _Layout(units)
@@ -332,22 +386,26 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
 
         After a fit ``coefs_`` and ``intercepts_`` are views into one flat
         vector; if they were replaced or cast since, they are packed again
-        into a new vector (and become its views).
+        into a new vector (and become its views). The check and the
+        repacking hold a lock, so that predictions from several threads
+        never see (nor leave) ``_theta`` from one packing and ``coefs_``
+        from another.
         """
-        layout = self._layout()
-        theta = getattr(self, "_theta", None)
-        if dtype is None:
-            dtype = self.coefs_[0].dtype
-            if dtype not in (np.float32, np.float64):
-                dtype = np.float64
-        if (
-            theta is None
-            or theta.dtype != dtype
-            or not layout.is_packed(theta, self.coefs_, self.intercepts_)
-        ):
-            theta = layout.pack(self.coefs_, self.intercepts_, dtype)
-            self._set_theta(theta, layout)
-        return theta
+        with _PACK_LOCK:
+            layout = self._layout()
+            theta = getattr(self, "_theta", None)
+            if dtype is None:
+                dtype = np.asarray(self.coefs_[0]).dtype
+                if dtype not in (np.float32, np.float64):
+                    dtype = np.float64
+            if (
+                theta is None
+                or theta.dtype != dtype
+                or not layout.is_packed(theta, self.coefs_, self.intercepts_)
+            ):
+                theta = layout.pack(self.coefs_, self.intercepts_, dtype)
+                self._set_theta(theta, layout)
+            return theta
 
     def _set_theta(self, theta, layout):
         self._theta = theta
@@ -446,11 +504,8 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         hidden_layer_sizes = self.hidden_layer_sizes
         if not hasattr(hidden_layer_sizes, "__iter__"):
             hidden_layer_sizes = [hidden_layer_sizes]
-        hidden_layer_sizes = list(hidden_layer_sizes)
-        if np.any(np.array(hidden_layer_sizes) <= 0):
-            raise ValueError(
-                "hidden_layer_sizes must be > 0, got %s." % hidden_layer_sizes
-            )
+        # integers >= 1: checked by _parameter_constraints (_LayerWidths)
+        hidden_layer_sizes = [int(h) for h in hidden_layer_sizes]
         if self.callbacks and self.solver not in _STOCHASTIC_SOLVERS:
             raise ValueError(
                 "callbacks are called after each epoch of the stochastic solvers "
@@ -473,6 +528,13 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             y = y.reshape((-1, 1))
         self.n_outputs_ = y.shape[1]
         layer_units = [n_features] + hidden_layer_sizes + [self.n_outputs_]
+        n_weights = sum(a * b for a, b in zip(layer_units[:-1], layer_units[1:]))
+        if n_weights > _MAX_WEIGHTS:
+            raise ValueError(
+                f"The network has {n_weights} weights (layer widths "
+                f"{layer_units}); the core's 32-bit BLAS sizes allow at most "
+                f"{_MAX_WEIGHTS}. Use smaller hidden_layer_sizes."
+            )
 
         self._random_state = check_random_state(self.random_state)
 
@@ -545,27 +607,76 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         alpha = float(self.alpha)
         n_threads = _n_threads(self.n_jobs)
 
+        # the evaluated point with the lowest finite loss (the start, until
+        # one is lower): kept when the loss becomes NaN/inf or on Ctrl-C
+        best_theta = theta.copy()
+        best_loss = [np.inf]
+        n_iter = [0]
+
         def loss_grad(x):
             theta[:] = x
             data, penalty = _core.loss_grad(
                 theta, grad, X, Y, sw, units, offsets, hidden_act, out_act,
                 alpha, work, rows, n_threads,
             )
-            return data + penalty, grad.astype(np.float64)
+            loss = data + penalty
+            if loss < best_loss[0]:  # never true for NaN
+                best_loss[0] = loss
+                best_theta[:] = theta
+            return loss, grad.astype(np.float64)
 
-        opt_res = scipy.optimize.minimize(
-            loss_grad,
-            theta.astype(np.float64),
-            method="L-BFGS-B",
-            jac=True,
-            options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol},
-        )
-        self.n_iter_ = _check_optimize_result(opt_res, self.max_iter)
-        theta[:] = opt_res.x
+        def count_iteration(xk):
+            n_iter[0] += 1
+
+        interrupted = False
+        try:
+            opt_res = scipy.optimize.minimize(
+                loss_grad,
+                theta.astype(np.float64),
+                method="L-BFGS-B",
+                jac=True,
+                callback=count_iteration,
+                options={
+                    "maxfun": self.max_fun,
+                    "maxiter": self.max_iter,
+                    "gtol": self.tol,
+                },
+            )
+            theta[:] = opt_res.x
+        except KeyboardInterrupt:
+            interrupted = True
+            theta[:] = best_theta
+            warnings.warn("Training interrupted by user.")
         data, penalty = _core.loss_grad(
             theta, grad, X, Y, sw, units, offsets, hidden_act, out_act, alpha,
             work, rows, n_threads,
         )
+        if not np.isfinite(data + penalty):
+            theta[:] = best_theta
+            self._set_theta(theta, layout)
+            self.n_iter_ = min(n_iter[0], self.max_iter)
+            if not np.isfinite(best_loss[0]):
+                self.loss_ = np.inf
+                raise ValueError(
+                    "lbfgs cannot start: the loss is NaN or infinite at the "
+                    "initial weights, which were kept. The input data (or the "
+                    "regression targets) are too large: scale them."
+                )
+            data, penalty = _core.loss_grad(
+                theta, grad, X, Y, sw, units, offsets, hidden_act, out_act,
+                alpha, work, rows, n_threads,
+            )
+            self.loss_ = self._reported_loss(data, penalty)
+            raise ValueError(
+                f"lbfgs diverged after {self.n_iter_} iterations: the loss "
+                "became NaN or infinite. The weights with the lowest finite "
+                "loss were kept. Scale the input data (and the regression "
+                "targets)."
+            )
+        if interrupted:
+            self.n_iter_ = min(n_iter[0], self.max_iter)
+        else:
+            self.n_iter_ = _check_optimize_result(opt_res, self.max_iter)
         self.loss_ = self._reported_loss(data, penalty)
         self._set_theta(theta, layout)
         if self.verbose:
@@ -674,6 +785,9 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
                 if status != _core.STATUS_OK or not np.isfinite(theta).all():
                     if not np.isfinite(theta).all():
                         theta[:] = epoch_start
+                    # the velocity or Adam's moments may have overflowed: a
+                    # later partial_fit starts them afresh from these weights
+                    self._optimizer = None
                     raise ValueError(
                         f"Training diverged in epoch {self.n_iter_ + 1}: the loss "
                         "became NaN or infinite. The weights of the last finite "
@@ -896,7 +1010,14 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
     # Prediction.
 
     def _forward_pass_fast(self, X, check_input=True):
-        """Network output for X, computed by the core in bounded blocks."""
+        """Network output for X, computed by the core in bounded blocks.
+
+        With ``check_input`` (the public methods) a NaN or infinite output
+        raises ValueError instead of being returned: finite weights can
+        still overflow on large inputs, or after the last step of a
+        diverging fit. Internal scoring (early stopping) passes
+        ``check_input=False`` and gets the NaN, as in scikit-learn.
+        """
         if check_input:
             X = validate_data(
                 self, X, dtype=(np.float64, np.float32), order="C", reset=False
@@ -921,6 +1042,12 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             _core.forward(
                 theta, X, out, units, offsets, hidden_act, out_act, work, rows,
                 n_threads,
+            )
+        if check_input and not np.isfinite(out).all():
+            raise ValueError(
+                "The network's output is NaN or infinite for some samples: "
+                "the weights or the input values are too large (did the fit "
+                "diverge?). Scale the input data or lower learning_rate_init."
             )
         return out
 

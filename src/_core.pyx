@@ -131,6 +131,32 @@ def max_threads():
     return cbp_max_threads()
 
 
+def safety_checks(Py_ssize_t past_end=2, Py_ssize_t negative=-1):
+    """Report which of Cython's index checks this build compiled in.
+
+    A test hook for the debug build (``CBP_DEBUG=1``, see setup.py). It
+    indexes a memoryview ``v`` over the middle of a larger buffer
+    ``[0, 1, 2, 3]`` (``v = [1, 2]``), so that the unchecked reads of a
+    release build stay inside the allocation: ``v[2]`` raises IndexError
+    with ``boundscheck`` and reads 3 without; ``v[-1]`` is 2 with
+    ``wraparound`` and reads 0 (the element before ``v``) without.
+
+    Returns
+    -------
+    checks : dict
+        ``{"boundscheck": bool, "wraparound": bool}``.
+    """
+    buf = np.arange(4, dtype=np.float64)
+    cdef double[::1] v = buf[1:3]
+    cdef bint bounds
+    try:
+        v[past_end]
+        bounds = False
+    except IndexError:
+        bounds = True
+    return {"boundscheck": bool(bounds), "wraparound": v[negative] == 2.0}
+
+
 # --------------------------------------------------------------------------
 # Scalar helpers, fused over float and double.
 
@@ -502,52 +528,79 @@ cdef void params_grad(const Net* net, floating* grad, const floating* X,
                      fo, scale, accumulate)
 
 
-cdef double params_step(const Net* net, floating* theta, const floating* grad,
-                        floating* s1, floating* s2, const Optim* opt,
-                        double lr_t, double l2, int tid, int nt) noexcept nogil:
+cdef Py_ssize_t _n_row_blocks(const Net* net) noexcept nogil:
+    """Number of SPLIT_QUANTUM-row blocks of all weight matrices together."""
+    cdef Py_ssize_t total = 0
+    cdef int l
+    for l in range(net.n_layers):
+        total += (net.units[l] + SPLIT_QUANTUM - 1) // SPLIT_QUANTUM
+    return total
+
+
+cdef double _sum_blocks(const double* sq_q, Py_ssize_t n) noexcept nogil:
+    """``sum(sq_q[:n])`` in index order (the same bits for any thread count)."""
+    cdef double total = 0
+    cdef Py_ssize_t j
+    for j in range(n):
+        total += sq_q[j]
+    return total
+
+
+cdef void params_step(const Net* net, floating* theta, const floating* grad,
+                      floating* s1, floating* s2, const Optim* opt,
+                      double lr_t, double l2, double* sq_q, int tid,
+                      int nt) noexcept nogil:
     """Phase 2: the optimizer step on thread ``tid``'s share of theta.
 
-    Returns ``sum(W**2)`` over the share's weights before the step (the
-    penalty of the batch just computed).
+    Also writes ``sum(W**2)`` before the step (the penalty of the batch
+    just computed) per block of SPLIT_QUANTUM weight rows into ``sq_q``
+    (layer by layer; ``_n_row_blocks`` slots). The shares are whole
+    blocks, so each slot's value, and their sum in index order, do not
+    depend on the thread count.
     """
     cdef int L = net.n_layers
     cdef int l, fi, fo
-    cdef Py_ssize_t seg, size
-    cdef double sq = 0
+    cdef Py_ssize_t seg, size, r, r_end, q = 0
     for l in range(L):
         fi = net.units[l]
         fo = net.units[l + 1]
-        seg = net.offsets[l] + _part_q(fi, tid, nt) * fo
-        size = (_part_q(fi, tid + 1, nt) - _part_q(fi, tid, nt)) * fo
-        if size > 0:
-            sq += dot(<int>size, theta + seg, theta + seg)
+        r = _part_q(fi, tid, nt)
+        r_end = _part_q(fi, tid + 1, nt)
+        while r < r_end:
+            seg = net.offsets[l] + r * fo
+            size = (min(r + SPLIT_QUANTUM, r_end) - r) * fo
+            sq_q[q + r // SPLIT_QUANTUM] = dot(<int>size, theta + seg, theta + seg)
             step_i(opt, theta + seg, grad + seg, s1 + seg, s2 + seg, size,
                    lr_t, l2)
+            r += SPLIT_QUANTUM
+        q += (fi + SPLIT_QUANTUM - 1) // SPLIT_QUANTUM
         seg = net.offsets[L + l] + _part(fo, tid, nt)
         size = _part(fo, tid + 1, nt) - _part(fo, tid, nt)
         if size > 0:
             step_i(opt, theta + seg, grad + seg, s1 + seg, s2 + seg, size,
                    lr_t, 0)
-    return sq
 
 
-cdef double params_l2(const Net* net, const floating* theta, floating* grad,
-                      floating coef, int tid, int nt) noexcept nogil:
-    """``grad W += coef * W`` on thread ``tid``'s share; returns its sum(W**2)."""
+cdef void params_l2(const Net* net, const floating* theta, floating* grad,
+                    floating coef, double* sq_q, int tid, int nt) noexcept nogil:
+    """``grad W += coef * W`` on thread ``tid``'s share; ``sum(W**2)`` per
+    block of weight rows into ``sq_q``, as in ``params_step``."""
     cdef int L = net.n_layers
     cdef int l, fi, fo
-    cdef Py_ssize_t seg, size
-    cdef double sq = 0
+    cdef Py_ssize_t seg, size, r, r_end, q = 0
     for l in range(L):
         fi = net.units[l]
         fo = net.units[l + 1]
-        seg = net.offsets[l] + _part_q(fi, tid, nt) * fo
-        size = (_part_q(fi, tid + 1, nt) - _part_q(fi, tid, nt)) * fo
-        if size > 0:
-            sq += dot(<int>size, theta + seg, theta + seg)
+        r = _part_q(fi, tid, nt)
+        r_end = _part_q(fi, tid + 1, nt)
+        while r < r_end:
+            seg = net.offsets[l] + r * fo
+            size = (min(r + SPLIT_QUANTUM, r_end) - r) * fo
+            sq_q[q + r // SPLIT_QUANTUM] = dot(<int>size, theta + seg, theta + seg)
             if coef != 0:
                 axpy(<int>size, coef, theta + seg, grad + seg)
-    return sq
+            r += SPLIT_QUANTUM
+        q += (fi + SPLIT_QUANTUM - 1) // SPLIT_QUANTUM
 
 
 cdef void forward_rows(const Net* net, const floating* theta,
@@ -733,10 +786,12 @@ def loss_grad(floating[::1] theta, floating[::1] grad,
     cdef Py_ssize_t k = Y.shape[1]
     cdef Py_ssize_t rows = min(block_rows, n)
     cdef Py_ssize_t start, nb, i, r0, r1
-    cdef int tid, t
+    cdef int tid
     cdef int nt = net.n_threads
     cdef double sw_sum = 0, sq = 0
     cdef double[::1] parts = np.zeros(nt + 1, dtype=np.float64)
+    cdef double[::1] sq_mv = np.zeros(max(1, _n_row_blocks(&net)), dtype=np.float64)
+    cdef double* sq_q = &sq_mv[0]
     cdef double* shared
     cdef floating scale
     cdef floating* acts
@@ -791,10 +846,9 @@ def loss_grad(floating[::1] theta, floating[::1] grad,
                     shared[nt] += rowloss[i]
             cbp_barrier()
             start = start + nb
-        shared[tid] = params_l2(&net, theta_p, grad_p,
-                                <floating>(alpha / sw_sum), tid, nt)
-    for t in range(nt):
-        sq += parts[t]
+        params_l2(&net, theta_p, grad_p, <floating>(alpha / sw_sum), sq_q,
+                  tid, nt)
+    sq = _sum_blocks(sq_q, _n_row_blocks(&net))
     return parts[nt] / sw_sum, 0.5 * alpha * sq / sw_sum
 
 
@@ -844,13 +898,17 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
     cdef bint shuffled = order is not None
     cdef Py_ssize_t n_total = order.shape[0] if shuffled else n
     cdef Py_ssize_t start, nb, i, r, r0, r1, t_local, step0
-    cdef int tid, t
+    cdef int tid
     cdef int nt = net.n_threads
     cdef double sw_sum, batch_data, sq, lr_t
     # shared results: [0] sum_data, [1] sum_penalty, [2] rows done,
-    # [3] status, [4] stop flag, [5:] per-thread sum(W**2)
-    cdef double[::1] shared_mv = np.zeros(5 + nt, dtype=np.float64)
+    # [3] status, [4] stop flag
+    cdef double[::1] shared_mv = np.zeros(5, dtype=np.float64)
     cdef double* shared = &shared_mv[0]
+    # sum(W**2) per block of weight rows (see params_step)
+    cdef Py_ssize_t n_blocks = _n_row_blocks(&net)
+    cdef double[::1] sq_mv = np.zeros(max(1, n_blocks), dtype=np.float64)
+    cdef double* sq_q = &sq_mv[0]
     cdef floating* acts
     cdef floating* deltas
     cdef floating* Xb
@@ -963,18 +1021,15 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
                     t_local = t_local + 1
                     lr_t = (learning_rate * sqrt(1 - pow(beta_2, t_local))
                             / (1 - pow(beta_1, t_local)))
-                shared[5 + tid] = params_step(&net, theta_p, grad_p, s1_p,
-                                              s2_p, &opt, lr_t, alpha / sw_sum,
-                                              tid, nt)
+                params_step(&net, theta_p, grad_p, s1_p, s2_p, &opt, lr_t,
+                            alpha / sw_sum, sq_q, tid, nt)
             # batches whose weights are all zero carry no gradient: skipped
             if tid == 0 and start + nb < n_total and _pending_signal():
                 shared[4] = 1
             cbp_barrier()
             if tid == 0:
                 if sw_sum > 0:
-                    sq = 0
-                    for t in range(nt):
-                        sq = sq + shared[5 + t]
+                    sq = _sum_blocks(sq_q, n_blocks)
                     shared[0] += batch_data / sw_sum * nb
                     shared[1] += 0.5 * alpha * sq / sw_sum * nb
                 shared[2] += nb
@@ -1045,7 +1100,7 @@ def forward(const floating[::1] theta, const floating[:, ::1] X,
 # caller sums the gradients of several processes between the two calls.
 # Together they do what one batch of ``train_epoch`` does.
 
-from libc.stdlib cimport malloc, free
+from libc.stdlib cimport calloc, free
 
 
 cdef inline Py_ssize_t _train_work_elems(const Net* net, Py_ssize_t rows,
@@ -1198,10 +1253,11 @@ def optimizer_step(floating[::1] theta, const floating[::1] grad,
                              OUT_IDENTITY, n_threads)
     cdef Optim opt
     cdef Py_ssize_t P = theta.shape[0]
-    cdef int tid, t
+    cdef Py_ssize_t n_blocks = _n_row_blocks(&net)
+    cdef int tid
     cdef int nt = net.n_threads
     cdef double lr_t = 0, sq = 0
-    cdef double* parts
+    cdef double* sq_q
     cdef floating* theta_p
     cdef const floating* grad_p
     cdef floating* s1_p
@@ -1228,18 +1284,16 @@ def optimizer_step(floating[::1] theta, const floating[::1] grad,
     grad_p = &grad[0]
     s1_p = &state_1[0]
     s2_p = &state_2[0] if solver == SOLVER_ADAM else NULL
-    parts = <double*>malloc(nt * sizeof(double))
-    if parts == NULL:
+    # sum(W**2) per block of weight rows, summed in order (see params_step)
+    sq_q = <double*>calloc(max(1, n_blocks), sizeof(double))
+    if sq_q == NULL:
         raise MemoryError()
-    for t in range(nt):
-        parts[t] = 0
     with nogil, parallel(num_threads=nt):
         tid = threadid()
-        parts[tid] = params_step(&net, theta_p, grad_p, s1_p, s2_p, &opt,
-                                 lr_t, l2, tid, nt)
-    for t in range(nt):
-        sq += parts[t]
-    free(parts)
+        params_step(&net, theta_p, grad_p, s1_p, s2_p, &opt, lr_t, l2, sq_q,
+                    tid, nt)
+    sq = _sum_blocks(sq_q, n_blocks)
+    free(sq_q)
     return sq
 
 
