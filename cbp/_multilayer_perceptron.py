@@ -41,6 +41,9 @@ from ._progress import _EpochFeedback
 
 _STOCHASTIC_SOLVERS = ("sgd", "adam")
 
+# Initial PReLU slope of every hidden unit (He et al., 2015).
+_PRELU_INIT = 0.25
+
 # Rows per block in prediction and in lbfgs's full-batch passes: the
 # working memory is bounded by the block, not by the number of samples.
 _BLOCK_ELEMENTS = 1 << 19
@@ -112,12 +115,27 @@ class _Layout:
     ----------
     units : list of int
         Layer widths, input first, output last.
+    prelu : bool, default=False
+        Whether the vector ends with one PReLU slope per hidden unit.
     """
 
-    def __init__(self, units):
+    def __init__(self, units, prelu=False):
         self.units = np.asarray(units, dtype=np.intc)
-        self.offsets, self.n_params = _core.param_offsets(self.units)
+        self.prelu = bool(prelu)
+        self.offsets, self.n_params = _core.param_offsets(self.units, prelu=self.prelu)
         self.n_layers = len(units) - 1
+        self.n_slopes = int(sum(self.units[1:-1])) if self.prelu else 0
+
+    def slope_views(self, theta):
+        """Return the PReLU slopes of each hidden layer: views into ``theta``."""
+        if not self.prelu:
+            return []
+        pos = self.n_params - self.n_slopes
+        views = []
+        for width in self.units[1:-1]:
+            views.append(theta[pos : pos + width])
+            pos += int(width)
+        return views
 
     def views(self, theta):
         """Return (coefs, intercepts): lists of views into ``theta``."""
@@ -129,14 +147,22 @@ class _Layout:
         intercepts = [theta[off[L + i] : off[L + i] + u[i + 1]] for i in range(L)]
         return coefs, intercepts
 
-    def is_packed(self, theta, coefs, intercepts):
-        """True when ``coefs``/``intercepts`` are exactly the views of ``theta``."""
+    def is_packed(self, theta, coefs, intercepts, slopes=()):
+        """True when ``coefs``/``intercepts`` (and the PReLU ``slopes``) are
+        exactly the views of ``theta``."""
         if theta is None or len(coefs) != self.n_layers:
             return False
-        if len(intercepts) != self.n_layers:
+        if len(intercepts) != self.n_layers or theta.shape[0] != self.n_params:
+            return False
+        slopes = list(slopes) if self.prelu else []
+        expected_slopes = self.slope_views(theta)
+        if len(slopes) != len(expected_slopes):
             return False
         expected_coefs, expected_intercepts = self.views(theta)
-        for arr, ref in zip(coefs + intercepts, expected_coefs + expected_intercepts):
+        for arr, ref in zip(
+            list(coefs) + list(intercepts) + slopes,
+            expected_coefs + expected_intercepts + expected_slopes,
+        ):
             if not isinstance(arr, np.ndarray) or arr.dtype != theta.dtype:
                 return False
             if arr.shape != ref.shape or not arr.flags.c_contiguous:
@@ -147,8 +173,9 @@ class _Layout:
                 return False
         return True
 
-    def pack(self, coefs, intercepts, dtype):
-        """Copy ``coefs``/``intercepts`` into a new flat vector of ``dtype``."""
+    def pack(self, coefs, intercepts, dtype, slopes=None):
+        """Copy ``coefs``/``intercepts`` (and, with PReLU, ``slopes``: None
+        for the initial 0.25) into a new flat vector of ``dtype``."""
         shapes = [(int(self.units[i]), int(self.units[i + 1])) for i in range(self.n_layers)]
         for i, (c, b) in enumerate(zip(coefs, intercepts)):
             if np.shape(c) != shapes[i] or np.shape(b) != (shapes[i][1],):
@@ -157,9 +184,18 @@ class _Layout:
                     f"{np.shape(b)}; the network needs {shapes[i]} and "
                     f"({shapes[i][1]},)."
                 )
-        return np.concatenate(
-            [np.asarray(a, dtype=dtype).ravel() for a in list(coefs) + list(intercepts)]
-        )
+        parts = list(coefs) + list(intercepts)
+        if self.prelu:
+            widths = [int(u) for u in self.units[1:-1]]
+            if slopes is None:
+                slopes = [np.full(w, _PRELU_INIT) for w in widths]
+            if [np.shape(s) for s in slopes] != [(w,) for w in widths]:
+                raise ValueError(
+                    f"prelu_slopes_ have shapes {[np.shape(s) for s in slopes]}; "
+                    f"the hidden layers need {[(w,) for w in widths]}."
+                )
+            parts += list(slopes)
+        return np.concatenate([np.asarray(a, dtype=dtype).ravel() for a in parts])
 
 
 class _StochasticOptimizer:
@@ -220,7 +256,13 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             "array-like",
             Interval(Integral, 1, None, closed="left"),
         ],
-        "activation": [StrOptions({"identity", "logistic", "tanh", "relu"})],
+        "activation": [
+            StrOptions(
+                {"identity", "logistic", "tanh", "relu", "leaky_relu", "elu",
+                 "softplus", "prelu"}
+            )
+        ],
+        "leaky_relu_slope": [Interval(Real, 0, None, closed="left")],
         "solver": [StrOptions({"lbfgs", "sgd", "adam"})],
         "alpha": [Interval(Real, 0, None, closed="left")],
         "batch_size": [
@@ -287,6 +329,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         n_jobs,
         callbacks,
         comm,
+        leaky_relu_slope=0.01,
     ):
         self.activation = activation
         self.solver = solver
@@ -315,15 +358,17 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         self.n_jobs = n_jobs
         self.callbacks = callbacks
         self.comm = comm
+        self.leaky_relu_slope = leaky_relu_slope
 
     # ------------------------------------------------------------------
     # Parameters: one flat vector, coefs_/intercepts_ are views into it.
 
     def _layout(self):
         units = [self.coefs_[0].shape[0]] + [c.shape[1] for c in self.coefs_]
+        prelu = self.activation == "prelu"
         layout = getattr(self, "_layout_cache", None)
-        if layout is None or list(layout.units) != units:
-            layout = _Layout(units)
+        if layout is None or list(layout.units) != units or layout.prelu != prelu:
+            layout = _Layout(units, prelu=prelu)
             self._layout_cache = layout
         return layout
 
@@ -340,18 +385,23 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             dtype = self.coefs_[0].dtype
             if dtype not in (np.float32, np.float64):
                 dtype = np.float64
+        slopes = getattr(self, "prelu_slopes_", None) if layout.prelu else None
         if (
             theta is None
             or theta.dtype != dtype
-            or not layout.is_packed(theta, self.coefs_, self.intercepts_)
+            or not layout.is_packed(theta, self.coefs_, self.intercepts_, slopes or ())
         ):
-            theta = layout.pack(self.coefs_, self.intercepts_, dtype)
+            theta = layout.pack(self.coefs_, self.intercepts_, dtype, slopes)
             self._set_theta(theta, layout)
         return theta
 
     def _set_theta(self, theta, layout):
         self._theta = theta
         self.coefs_, self.intercepts_ = layout.views(theta)
+        if layout.prelu:
+            self.prelu_slopes_ = layout.slope_views(theta)
+        elif hasattr(self, "prelu_slopes_"):
+            del self.prelu_slopes_
 
     def __getstate__(self):
         state = super().__getstate__()
@@ -388,7 +438,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             )
             coefs.append(coef_init)
             intercepts.append(intercept_init)
-        layout = _Layout(layer_units)
+        layout = _Layout(layer_units, prelu=self.activation == "prelu")
         self._layout_cache = layout
         self._set_theta(layout.pack(coefs, intercepts, dtype), layout)
 
@@ -430,6 +480,10 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             _core.HIDDEN_ACTIVATIONS[self.activation],
             _core.OUTPUT_ACTIVATIONS[self.out_activation_],
         )
+
+    def _core_options(self):
+        """Keyword arguments of the core's entry points beyond the layout."""
+        return {"act_param": float(self.leaky_relu_slope)}
 
     def _reported_loss(self, data_loss, penalty):
         """The loss as scikit-learn reports it.
@@ -538,18 +592,21 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         units, offsets, hidden_act, out_act = self._core_args()
         layout = self._layout()
         n_samples = X.shape[0]
-        width = _core.train_workspace_size(units, 1)
+        width = _core.train_workspace_size(units, 1, prelu=layout.prelu)
         rows = _block_rows(n_samples, width)
-        work = np.empty(_core.train_workspace_size(units, rows), dtype=theta.dtype)
+        work = np.empty(
+            _core.train_workspace_size(units, rows, prelu=layout.prelu), dtype=theta.dtype
+        )
         grad = np.empty_like(theta)
         alpha = float(self.alpha)
         n_threads = _n_threads(self.n_jobs)
+        options = self._core_options()
 
         def loss_grad(x):
             theta[:] = x
             data, penalty = _core.loss_grad(
                 theta, grad, X, Y, sw, units, offsets, hidden_act, out_act,
-                alpha, work, rows, n_threads,
+                alpha, work, rows, n_threads, **options,
             )
             return data + penalty, grad.astype(np.float64)
 
@@ -564,7 +621,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         theta[:] = opt_res.x
         data, penalty = _core.loss_grad(
             theta, grad, X, Y, sw, units, offsets, hidden_act, out_act, alpha,
-            work, rows, n_threads,
+            work, rows, n_threads, **options,
         )
         self.loss_ = self._reported_loss(data, penalty)
         self._set_theta(theta, layout)
@@ -635,10 +692,14 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         sample_idx = np.arange(n_samples, dtype=np.intp)
 
         if data_parallel is None:
-            work = np.empty(_core.train_workspace_size(units, batch_size), dtype=dtype)
+            work = np.empty(
+                _core.train_workspace_size(units, batch_size, prelu=self._layout().prelu),
+                dtype=dtype,
+            )
             grad = np.empty_like(theta)
             n_threads = _n_threads(self.n_jobs)
         solver_code = _core.SOLVERS[self.solver]
+        options = self._core_options()
 
         feedback = _EpochFeedback(self, incremental)
         try:
@@ -669,7 +730,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
                         solver_code, optimizer.learning_rate, float(self.momentum),
                         bool(self.nesterovs_momentum), float(self.beta_1),
                         float(self.beta_2), float(self.epsilon), optimizer.step,
-                        work, n_threads,
+                        work, n_threads, **options,
                     )
                 if status != _core.STATUS_OK or not np.isfinite(theta).all():
                     if not np.isfinite(theta).all():
@@ -920,7 +981,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         with _SingleThreadedBLAS():
             _core.forward(
                 theta, X, out, units, offsets, hidden_act, out_act, work, rows,
-                n_threads,
+                n_threads, **self._core_options(),
             )
         return out
 
@@ -957,10 +1018,17 @@ _CLASS_DOC_PARAMS = """
     hidden_layer_sizes : array-like of shape (n_layers - 2,), default=(100,)
         The ith element is the number of neurons in the ith hidden layer.
 
-    activation : {'identity', 'logistic', 'tanh', 'relu'}, default='relu'
+    activation : {'identity', 'logistic', 'tanh', 'relu', 'leaky_relu', \
+            'elu', 'softplus', 'prelu'}, default='relu'
         Activation function f of the hidden layers: 'identity' f(z) = z,
         'logistic' f(z) = 1 / (1 + exp(-z)), 'tanh' f(z) = tanh(z),
-        'relu' f(z) = max(0, z).
+        'relu' f(z) = max(0, z). Beyond scikit-learn: 'leaky_relu'
+        f(z) = z if z > 0 else leaky_relu_slope * z; 'elu'
+        f(z) = z if z > 0 else exp(z) - 1; 'softplus' f(z) = log(1 + exp(z));
+        'prelu' f(z) = z if z > 0 else a_j * z with a slope a_j learned per
+        hidden unit (initially 0.25, not penalised by alpha), stored in the
+        flat parameter vector after the biases and exposed as
+        ``prelu_slopes_``.
 
     solver : {'lbfgs', 'sgd', 'adam'}, default='adam'
         The weight optimizer: 'lbfgs' (quasi-Newton, scipy's L-BFGS-B on
@@ -1080,6 +1148,10 @@ _CLASS_DOC_PARAMS = """
         defined in :mod:`cbp._distributed`. Only 'sgd' and 'adam', without
         early stopping. None (the default) trains in this process, as
         scikit-learn does. Not in scikit-learn.
+
+    leaky_relu_slope : float, default=0.01
+        Slope of 'leaky_relu' for z <= 0, >= 0 (0 gives 'relu'). Ignored
+        by the other activations.
 """
 
 _CLASS_DOC_ATTRS = """
@@ -1106,6 +1178,11 @@ _CLASS_DOC_ATTRS = """
     coefs_ : list of ndarray of shape (fan_in, fan_out)
         The weight matrix W_l of each layer: views into one flat
         parameter vector shared with the core.
+
+    prelu_slopes_ : list of ndarray of shape (n_units,)
+        With ``activation='prelu'`` only: the learned slope of each hidden
+        unit for z <= 0, one array per hidden layer, views into the same
+        flat parameter vector (after the biases).
 
     intercepts_ : list of ndarray of shape (fan_out,)
         The bias vector b_l of each layer.
@@ -1197,6 +1274,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         n_jobs=None,
         callbacks=None,
         comm=None,
+        leaky_relu_slope=0.01,
     ):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes,
@@ -1226,6 +1304,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
             n_jobs=n_jobs,
             callbacks=callbacks,
             comm=comm,
+            leaky_relu_slope=leaky_relu_slope,
         )
 
     def _validate_input(self, X, y, incremental, reset):
@@ -1441,6 +1520,7 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
         n_jobs=None,
         callbacks=None,
         comm=None,
+        leaky_relu_slope=0.01,
     ):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes,
@@ -1470,6 +1550,7 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
             n_jobs=n_jobs,
             callbacks=callbacks,
             comm=comm,
+            leaky_relu_slope=leaky_relu_slope,
         )
 
     def predict(self, X):

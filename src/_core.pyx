@@ -25,7 +25,8 @@ cimport cython
 from cython cimport floating
 from cython.parallel cimport parallel, threadid
 from libc.math cimport (exp, expf, log, logf, log1p, log1pf, tanh, tanhf,
-                        sqrt, sqrtf, fabs, fabsf, isfinite, pow)
+                        sqrt, sqrtf, fabs, fabsf, isfinite, pow, expm1,
+                        expm1f)
 from libc.string cimport memcpy
 
 from _blas cimport gemm_rm, axpy, dot
@@ -73,6 +74,10 @@ cdef enum:
     ACT_LOGISTIC = 1
     ACT_TANH = 2
     ACT_RELU = 3
+    ACT_LEAKY_RELU = 4   # z > 0 ? z : act_param * z
+    ACT_ELU = 5          # z > 0 ? z : exp(z) - 1
+    ACT_SOFTPLUS = 6     # log(1 + exp(z))
+    ACT_PRELU = 7        # z > 0 ? z : a_j * z, a learned slope per unit
     # Output layer: activation and its canonical loss.
     OUT_IDENTITY = 0   # identity + half squared error
     OUT_LOGISTIC = 1   # logistic + binary cross-entropy
@@ -85,7 +90,9 @@ cdef enum:
     INT_MAX = 2147483647
 
 HIDDEN_ACTIVATIONS = {"identity": ACT_IDENTITY, "logistic": ACT_LOGISTIC,
-                      "tanh": ACT_TANH, "relu": ACT_RELU}
+                      "tanh": ACT_TANH, "relu": ACT_RELU,
+                      "leaky_relu": ACT_LEAKY_RELU, "elu": ACT_ELU,
+                      "softplus": ACT_SOFTPLUS, "prelu": ACT_PRELU}
 OUTPUT_ACTIVATIONS = {"identity": OUT_IDENTITY, "logistic": OUT_LOGISTIC,
                       "softmax": OUT_SOFTMAX}
 SOLVERS = {"sgd": SOLVER_SGD, "adam": SOLVER_ADAM}
@@ -109,6 +116,8 @@ cdef struct Net:
     int hidden_act
     int out_act
     int n_threads
+    double act_param          # leaky_relu's slope for z <= 0
+    Py_ssize_t slope_offset   # prelu: where the slopes start in theta, else -1
 
 
 cdef struct Optim:
@@ -155,6 +164,13 @@ cdef inline floating _tanh(floating x) noexcept nogil:
         return tanh(x)
 
 
+cdef inline floating _expm1(floating x) noexcept nogil:
+    if floating is float:
+        return expm1f(x)
+    else:
+        return expm1(x)
+
+
 cdef inline floating _sqrt(floating x) noexcept nogil:
     if floating is float:
         return sqrtf(x)
@@ -194,8 +210,9 @@ cdef inline Py_ssize_t _part_q(Py_ssize_t n, int tid, int nt) noexcept nogil:
 # block of rows; the threads are the caller's (each works on its own rows).
 
 cdef void bias_act_i(floating* Z, const floating* b, Py_ssize_t n,
-                     Py_ssize_t m, int act) noexcept nogil:
-    """Hidden layer, in place: ``Z = f(Z + b)``."""
+                     Py_ssize_t m, int act, floating slope) noexcept nogil:
+    """Hidden layer, in place: ``Z = f(Z + b)``; ``slope`` is leaky_relu's
+    (PReLU has its own kernel, :func:`prelu_forward_i`)."""
     cdef Py_ssize_t i, j
     cdef floating v
     cdef floating* z
@@ -214,6 +231,23 @@ cdef void bias_act_i(floating* Z, const floating* b, Py_ssize_t n,
             z = Z + i * m
             for j in range(m):
                 z[j] = 1 / (1 + _exp(-(z[j] + b[j])))
+    elif act == ACT_LEAKY_RELU:
+        for i in range(n):
+            z = Z + i * m
+            for j in range(m):
+                v = z[j] + b[j]
+                z[j] = v if v > 0 else slope * v
+    elif act == ACT_ELU:
+        for i in range(n):
+            z = Z + i * m
+            for j in range(m):
+                v = z[j] + b[j]
+                z[j] = v if v > 0 else _expm1(v)
+    elif act == ACT_SOFTPLUS:
+        for i in range(n):
+            z = Z + i * m
+            for j in range(m):
+                z[j] = _softplus(z[j] + b[j])
     else:
         for i in range(n):
             z = Z + i * m
@@ -221,11 +255,73 @@ cdef void bias_act_i(floating* Z, const floating* b, Py_ssize_t n,
                 z[j] = z[j] + b[j]
 
 
+cdef void prelu_forward_i(floating* Z, const floating* b,
+                          const floating* slopes, floating* Zsave,
+                          Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    """PReLU hidden layer, in place: ``v = Z + b``;
+    ``Z = v if v > 0 else slopes * v``, one slope per unit (column).
+
+    When ``Zsave`` is not NULL the pre-activations ``v`` are kept there for
+    the backward pass: a learned slope may reach 0 or turn negative, so
+    ``v`` cannot be recovered from the activation.
+    """
+    cdef Py_ssize_t i, j
+    cdef floating v
+    cdef floating* z
+    for i in range(n):
+        z = Z + i * m
+        for j in range(m):
+            v = z[j] + b[j]
+            if Zsave != NULL:
+                Zsave[i * m + j] = v
+            z[j] = v if v > 0 else slopes[j] * v
+
+
+cdef void prelu_backward_i(floating* D, floating* Zsave,
+                           const floating* slopes, Py_ssize_t n,
+                           Py_ssize_t m) noexcept nogil:
+    """PReLU hidden delta, in place: ``D = D * (1 if v > 0 else slopes)``
+    with ``v = Zsave``; ``Zsave`` is overwritten with each row's term of
+    the slopes' gradient, ``D * min(v, 0)`` (D before the derivative), which
+    phase 2 sums over rows (:func:`params_grad`).
+    """
+    cdef Py_ssize_t i, j
+    cdef floating v, d
+    cdef floating* r
+    cdef floating* z
+    for i in range(n):
+        r = D + i * m
+        z = Zsave + i * m
+        for j in range(m):
+            v = z[j]
+            d = r[j]
+            if v > 0:
+                z[j] = 0
+            else:
+                z[j] = d * v
+                r[j] = slopes[j] * d
+
+
 cdef void act_backward_i(floating* D, const floating* A, Py_ssize_t n,
-                         Py_ssize_t m, int act) noexcept nogil:
+                         Py_ssize_t m, int act, floating slope) noexcept nogil:
     """Hidden delta, in place: ``D = D * f'(A)``, the derivative taken from
-    the stored activation ``A = f(Z)``."""
+    the stored activation ``A = f(Z)``: leaky_relu's branch is the sign of
+    A (``slope >= 0``), elu's ``f'(z) = A + 1`` where ``A <= 0``, softplus's
+    ``f'(z) = 1 - exp(-A)``."""
+    cdef Py_ssize_t i
     cdef Py_ssize_t size = n * m
+    if act == ACT_LEAKY_RELU:
+        for i in range(size):
+            D[i] = D[i] if A[i] > 0 else slope * D[i]
+        return
+    if act == ACT_ELU:
+        for i in range(size):
+            D[i] = D[i] if A[i] > 0 else D[i] * (A[i] + 1)
+        return
+    if act == ACT_SOFTPLUS:
+        for i in range(size):
+            D[i] = -D[i] * _expm1(-A[i])
+        return
     # C kernels with restrict pointers (src/_kernels.h): these vectorise
     if floating is float:
         if act == ACT_RELU:
@@ -418,12 +514,32 @@ cdef inline floating* _at(const Net* net, floating* base, Py_ssize_t rows,
     return base + rows * off
 
 
+cdef inline Py_ssize_t _slope_off(const Net* net, int layer) noexcept nogil:
+    """Where hidden layer ``layer``'s PReLU slopes (A_layer, layer >= 1)
+    start in theta: after the biases, one per unit, layer after layer."""
+    cdef Py_ssize_t off = net.slope_offset
+    cdef int l
+    for l in range(1, layer):
+        off += net.units[l]
+    return off
+
+
+cdef inline const floating* _slopes(const Net* net, const floating* theta,
+                                    int layer) noexcept nogil:
+    return theta + _slope_off(net, layer)
+
+
 cdef void rows_forward_backward(
         const Net* net, const floating* theta, const floating* X,
         const floating* Y, const floating* sw, Py_ssize_t r0, Py_ssize_t r1,
         floating* acts, floating* deltas, Py_ssize_t rows,
-        double* rowloss) noexcept nogil:
-    """Phase 1 for rows r0..r1 of a block whose row 0 is at X, Y, sw."""
+        double* rowloss, floating* zsave) noexcept nogil:
+    """Phase 1 for rows r0..r1 of a block whose row 0 is at X, Y, sw.
+
+    ``zsave`` (PReLU only, else NULL) is laid out like the hidden part of
+    ``acts``: pre-activations on the way forward, each row's term of the
+    slopes' gradient on the way back.
+    """
     cdef int L = net.n_layers
     cdef int l, fi, fo
     cdef int m = <int>(r1 - r0)
@@ -443,7 +559,13 @@ cdef void rows_forward_backward(
         gemm_rm(False, False, m, fo, fi, 1, A_prev, fi,
                 theta + net.offsets[l], fo, 0, A, fo)
         if l < L - 1:
-            bias_act_i(A, theta + net.offsets[L + l], m, fo, net.hidden_act)
+            if net.hidden_act == ACT_PRELU:
+                prelu_forward_i(A, theta + net.offsets[L + l],
+                                _slopes(net, theta, l + 1),
+                                _at(net, zsave, rows, l + 1) + r0 * fo, m, fo)
+            else:
+                bias_act_i(A, theta + net.offsets[L + l], m, fo,
+                           net.hidden_act, <floating>net.act_param)
         A_prev = A
     # Output: delta_L = sw * (P - Y), in place over A_L
     fo = net.units[L]
@@ -458,19 +580,25 @@ cdef void rows_forward_backward(
         # D = delta @ W_lᵀ
         gemm_rm(False, True, m, fi, fo, 1, delta, fo,
                 theta + net.offsets[l], fo, 0, D, fi)
-        act_backward_i(D, _at(net, acts, rows, l) + r0 * fi, m, fi,
-                       net.hidden_act)
+        if net.hidden_act == ACT_PRELU:
+            prelu_backward_i(D, _at(net, zsave, rows, l) + r0 * fi,
+                             _slopes(net, theta, l), m, fi)
+        else:
+            act_backward_i(D, _at(net, acts, rows, l) + r0 * fi, m, fi,
+                           net.hidden_act, <floating>net.act_param)
         delta = D
 
 
 cdef void params_grad(const Net* net, floating* grad, const floating* X,
                       Py_ssize_t nb, floating* acts, floating* deltas,
                       Py_ssize_t rows, floating scale, bint accumulate,
-                      int tid, int nt) noexcept nogil:
+                      int tid, int nt, floating* zsave) noexcept nogil:
     """Phase 2: thread ``tid``'s share of the gradient of a block of nb rows.
 
     ``grad W_l[r0:r1] (+)= scale * A_l[:, r0:r1]ᵀ @ delta_{l+1}`` and
-    ``grad b_l[c0:c1] (+)= scale * delta_{l+1}[:, c0:c1].sum(axis=0)``.
+    ``grad b_l[c0:c1] (+)= scale * delta_{l+1}[:, c0:c1].sum(axis=0)``;
+    with PReLU, ``grad a_l[c0:c1] (+)= scale * zsave_l[:, c0:c1].sum(axis=0)``
+    (zsave holding the rows' terms left by phase 1).
     """
     cdef int L = net.n_layers
     cdef int l, fi, fo
@@ -500,6 +628,15 @@ cdef void params_grad(const Net* net, floating* grad, const floating* X,
         if c1 > c0:
             colsum_i(grad + net.offsets[L + l] + c0, delta + c0, nb, c1 - c0,
                      fo, scale, accumulate)
+    if net.slope_offset >= 0:
+        for l in range(1, L):
+            fi = net.units[l]
+            c0 = _part(fi, tid, nt)
+            c1 = _part(fi, tid + 1, nt)
+            if c1 > c0:
+                colsum_i(grad + _slope_off(net, l) + c0,
+                         _at(net, zsave, rows, l) + c0, nb, c1 - c0, fi,
+                         scale, accumulate)
 
 
 cdef double params_step(const Net* net, floating* theta, const floating* grad,
@@ -528,6 +665,15 @@ cdef double params_step(const Net* net, floating* theta, const floating* grad,
         if size > 0:
             step_i(opt, theta + seg, grad + seg, s1 + seg, s2 + seg, size,
                    lr_t, 0)
+    if net.slope_offset >= 0:
+        # PReLU slopes: no penalty
+        for l in range(1, L):
+            fi = net.units[l]
+            seg = _slope_off(net, l) + _part(fi, tid, nt)
+            size = _part(fi, tid + 1, nt) - _part(fi, tid, nt)
+            if size > 0:
+                step_i(opt, theta + seg, grad + seg, s1 + seg, s2 + seg,
+                       size, lr_t, 0)
     return sq
 
 
@@ -571,7 +717,13 @@ cdef void forward_rows(const Net* net, const floating* theta,
         gemm_rm(False, False, <int>n, fo, fi, 1, A_prev, fi,
                 theta + net.offsets[l], fo, 0, A, fo)
         if l < L - 1:
-            bias_act_i(A, theta + net.offsets[L + l], n, fo, net.hidden_act)
+            if net.hidden_act == ACT_PRELU:
+                prelu_forward_i(A, theta + net.offsets[L + l],
+                                _slopes(net, theta, l + 1), <floating*>NULL,
+                                n, fo)
+            else:
+                bias_act_i(A, theta + net.offsets[L + l], n, fo,
+                           net.hidden_act, <floating>net.act_param)
         else:
             output_forward_i(A, theta + net.offsets[L + l], n, fo, net.out_act)
         A_prev = A
@@ -593,7 +745,7 @@ cdef int _raise_pending() except -1:
 
 cdef Net _make_net(const int[::1] units, const Py_ssize_t[::1] offsets,
                    Py_ssize_t n_params, int hidden_act, int out_act,
-                   int n_threads) except *:
+                   int n_threads, double act_param=0.0) except *:
     cdef Net net
     cdef int l
     cdef Py_ssize_t expect = 0
@@ -622,11 +774,19 @@ cdef Net _make_net(const int[::1] units, const Py_ssize_t[::1] offsets,
         if offsets[net.n_layers + l] != expect:
             raise ValueError("offsets do not match the packing of theta")
         expect += units[l + 1]
+    net.slope_offset = -1
+    if hidden_act == ACT_PRELU:
+        # one slope per hidden unit, after the biases
+        net.slope_offset = expect
+        expect += net.sum_units - units[net.n_layers]
     if expect != n_params:
         raise ValueError(
             f"theta has {n_params} entries, the layer widths need {expect}")
-    if hidden_act not in (ACT_IDENTITY, ACT_LOGISTIC, ACT_TANH, ACT_RELU):
+    if hidden_act not in (ACT_IDENTITY, ACT_LOGISTIC, ACT_TANH, ACT_RELU,
+                          ACT_LEAKY_RELU, ACT_ELU, ACT_SOFTPLUS, ACT_PRELU):
         raise ValueError(f"unknown hidden activation code {hidden_act}")
+    if not (act_param >= 0):
+        raise ValueError(f"the activation's slope must be >= 0, got {act_param}")
     if out_act not in (OUT_IDENTITY, OUT_LOGISTIC, OUT_SOFTMAX):
         raise ValueError(f"unknown output activation code {out_act}")
     net.n_params = n_params
@@ -635,21 +795,26 @@ cdef Net _make_net(const int[::1] units, const Py_ssize_t[::1] offsets,
     net.hidden_act = hidden_act
     net.out_act = out_act
     net.n_threads = max(1, n_threads)
+    net.act_param = act_param
     return net
 
 
-def param_offsets(units):
+def param_offsets(units, prelu=False):
     """Offsets of each ``W_l`` then each ``b_l`` in the flat parameter vector.
 
     Parameters
     ----------
     units : sequence of int
         Layer widths, input first.
+    prelu : bool, default=False
+        Whether the vector ends with one PReLU slope per hidden unit (after
+        the biases, hidden layer after hidden layer).
 
     Returns
     -------
     offsets : ndarray of intp, shape (2 * (len(units) - 1),)
     n_params : int
+        Length of the vector, slopes included.
     """
     L = len(units) - 1
     offsets = np.empty(2 * L, dtype=np.intp)
@@ -660,19 +825,24 @@ def param_offsets(units):
     for l in range(L):
         offsets[L + l] = pos
         pos += int(units[l + 1])
+    if prelu:
+        pos += sum(int(u) for u in units[1:L])
     return offsets, pos
 
 
-def train_workspace_size(units, Py_ssize_t rows):
+def train_workspace_size(units, Py_ssize_t rows, prelu=False):
     """Number of elements of the training workspace for blocks of ``rows``.
 
     Layout: activations A_1..A_L, hidden deltas D_1..D_{L-1}, gather
     buffers for a shuffled batch (X, Y, sample weight), then room for one
-    double per row (the per-row losses), 8-byte aligned.
+    double per row (the per-row losses), 8-byte aligned; with ``prelu``,
+    then the hidden pre-activations (see :func:`_zsave_area`).
     """
     L = len(units) - 1
     floats = rows * (2 * sum(int(u) for u in units[1:]) - int(units[L])
                      + int(units[0]) + int(units[L]) + 1)
+    if prelu:
+        floats += rows * sum(int(u) for u in units[1:L])
     return floats + 2 * rows + 2
 
 
@@ -705,17 +875,28 @@ cdef double* _rowloss_area(floating* work, Py_ssize_t used) noexcept nogil:
     return <double*>addr
 
 
+cdef void* _zsave_area(const Net* net, double* rowloss,
+                       Py_ssize_t rows) noexcept nogil:
+    """PReLU's pre-activation area (rows × hidden units), after the
+    per-row losses; NULL for other activations."""
+    if net.slope_offset < 0:
+        return NULL
+    return <void*>(rowloss + rows)
+
+
 def loss_grad(floating[::1] theta, floating[::1] grad,
               const floating[:, ::1] X, const floating[:, ::1] Y,
               const floating[::1] sample_weight,
               const int[::1] units, const Py_ssize_t[::1] offsets,
               int hidden_act, int out_act, double alpha,
-              floating[::1] work, Py_ssize_t block_rows, int n_threads=1):
+              floating[::1] work, Py_ssize_t block_rows, int n_threads=1,
+              double act_param=0.0):
     """Full-batch loss and gradient (the objective lbfgs minimises).
 
     The rows of ``X`` are processed in blocks of ``block_rows`` (the
     workspace is sized for that), the gradient accumulated over blocks, by
     ``n_threads`` OpenMP threads (call BLAS single-threaded).
+    ``act_param`` is leaky_relu's slope.
 
     Returns
     -------
@@ -727,13 +908,14 @@ def loss_grad(floating[::1] theta, floating[::1] grad,
     ``grad`` receives the gradient of ``data_loss + penalty``.
     """
     cdef Net net = _make_net(units, offsets, theta.shape[0], hidden_act,
-                             out_act, n_threads)
+                             out_act, n_threads, act_param)
     cdef Py_ssize_t n = X.shape[0]
     cdef Py_ssize_t nf = X.shape[1]
     cdef Py_ssize_t k = Y.shape[1]
     cdef Py_ssize_t rows = min(block_rows, n)
     cdef Py_ssize_t start, nb, i, r0, r1
     cdef int tid, t
+    cdef floating* zsave
     cdef int nt = net.n_threads
     cdef double sw_sum = 0, sq = 0
     cdef double[::1] parts = np.zeros(nt + 1, dtype=np.float64)
@@ -756,7 +938,8 @@ def loss_grad(floating[::1] theta, floating[::1] grad,
         raise ValueError("X or Y do not match the layer widths")
     if Y.shape[0] != n or sample_weight.shape[0] != n:
         raise ValueError("X, Y and sample_weight differ in length")
-    if work.shape[0] < train_workspace_size(units, rows):
+    if work.shape[0] < train_workspace_size(units, rows,
+                                            net.slope_offset >= 0):
         raise ValueError("workspace too small")
     for i in range(n):
         sw_sum += sample_weight[i]
@@ -767,6 +950,7 @@ def loss_grad(floating[::1] theta, floating[::1] grad,
     deltas = acts + rows * net.sum_units
     rowloss = _rowloss_area(
         &work[0], rows * (2 * net.sum_units - units[net.n_layers] + nf + k + 1))
+    zsave = <floating*>_zsave_area(&net, rowloss, rows)
     theta_p = &theta[0]
     grad_p = &grad[0]
     X_p = &X[0, 0]
@@ -782,10 +966,10 @@ def loss_grad(floating[::1] theta, floating[::1] grad,
             r1 = _part_q(nb, tid + 1, nt)
             rows_forward_backward(&net, theta_p, X_p + start * nf,
                                   Y_p + start * k, sw_p + start, r0, r1,
-                                  acts, deltas, rows, rowloss)
+                                  acts, deltas, rows, rowloss, zsave)
             cbp_barrier()
             params_grad(&net, grad_p, X_p + start * nf, nb, acts, deltas, rows,
-                        scale, start > 0, tid, nt)
+                        scale, start > 0, tid, nt, zsave)
             if tid == 0:
                 for i in range(nb):
                     shared[nt] += rowloss[i]
@@ -807,7 +991,8 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
                 int hidden_act, int out_act, double alpha,
                 int solver, double learning_rate, double momentum,
                 bint nesterov, double beta_1, double beta_2, double epsilon,
-                Py_ssize_t[::1] step, floating[::1] work, int n_threads=1):
+                Py_ssize_t[::1] step, floating[::1] work, int n_threads=1,
+                double act_param=0.0):
     """One epoch of mini-batch training, in place, without the GIL.
 
     Batches are consecutive runs of ``batch_size`` entries of ``order``
@@ -820,7 +1005,7 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
     ``step[0]`` counts Adam's updates and is advanced in place, so it stays
     right if the epoch is interrupted. Pending signals (Ctrl-C) are checked
     between batches: the exception is raised with theta as it was after
-    the last whole step.
+    the last whole step. ``act_param`` is leaky_relu's slope.
 
     Returns
     -------
@@ -834,8 +1019,9 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
         finite; that batch's update is then not applied.
     """
     cdef Net net = _make_net(units, offsets, theta.shape[0], hidden_act,
-                             out_act, n_threads)
+                             out_act, n_threads, act_param)
     cdef Optim opt
+    cdef floating* zsave
     cdef Py_ssize_t n = X.shape[0]
     cdef Py_ssize_t nf = X.shape[1]
     cdef Py_ssize_t k = Y.shape[1]
@@ -882,7 +1068,8 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
         raise ValueError("X or Y do not match the layer widths")
     if Y.shape[0] != n or sample_weight.shape[0] != n:
         raise ValueError("X, Y and sample_weight differ in length")
-    if work.shape[0] < train_workspace_size(units, rows):
+    if work.shape[0] < train_workspace_size(units, rows,
+                                            net.slope_offset >= 0):
         raise ValueError("workspace too small")
     if step.shape[0] < 1:
         raise ValueError("step must hold one counter")
@@ -909,6 +1096,7 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
     Yb = Xb + rows * nf
     swb = Yb + rows * k
     rowloss = _rowloss_area(&work[0], (swb - acts) + rows)
+    zsave = <floating*>_zsave_area(&net, rowloss, rows)
     theta_p = &theta[0]
     grad_p = &grad[0]
     s1_p = &state_1[0]
@@ -942,7 +1130,7 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
                 Yc = Y_p + start * k
                 swc = sw_p + start
             rows_forward_backward(&net, theta_p, Xc, Yc, swc, r0, r1, acts,
-                                  deltas, rows, rowloss)
+                                  deltas, rows, rowloss, zsave)
             cbp_barrier()
             # every thread sums the same numbers in the same order, so all
             # take the same decisions below
@@ -957,7 +1145,7 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
                         shared[3] = _STATUS_NONFINITE_LOSS
                     break
                 params_grad(&net, grad_p, Xc, nb, acts, deltas, rows,
-                            <floating>(1.0 / sw_sum), False, tid, nt)
+                            <floating>(1.0 / sw_sum), False, tid, nt, zsave)
                 lr_t = 0
                 if solver == SOLVER_ADAM:
                     t_local = t_local + 1
@@ -990,13 +1178,15 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
 def forward(const floating[::1] theta, const floating[:, ::1] X,
             floating[:, ::1] out, const int[::1] units,
             const Py_ssize_t[::1] offsets, int hidden_act, int out_act,
-            floating[::1] work, Py_ssize_t block_rows, int n_threads=1):
+            floating[::1] work, Py_ssize_t block_rows, int n_threads=1,
+            double act_param=0.0):
     """Predict ``out = network(X)`` in blocks of ``block_rows`` rows, each
     block split over ``n_threads`` OpenMP threads (call BLAS
     single-threaded), without the GIL. Memory beyond ``out`` is the
-    workspace, bounded by the block size."""
+    workspace, bounded by the block size. ``act_param`` is leaky_relu's
+    slope."""
     cdef Net net = _make_net(units, offsets, theta.shape[0], hidden_act,
-                             out_act, n_threads)
+                             out_act, n_threads, act_param)
     cdef Py_ssize_t n = X.shape[0]
     cdef Py_ssize_t nf = X.shape[1]
     cdef Py_ssize_t k = out.shape[1]
@@ -1125,6 +1315,8 @@ def batch_loss_grad(const floating[::1] theta, floating[::1] grad,
     cdef const Py_ssize_t* index_p
     if grad.shape[0] != theta.shape[0]:
         raise ValueError("grad and theta differ in size")
+    if net.slope_offset >= 0:
+        raise ValueError("batch_loss_grad does not support prelu (no slope area)")
     if nf != units[0] or k != units[net.n_layers]:
         raise ValueError("X or Y do not match the layer widths")
     if Y.shape[0] != n or sample_weight.shape[0] != n:
@@ -1163,10 +1355,10 @@ def batch_loss_grad(const floating[::1] theta, floating[::1] grad,
             memcpy(Yb + i * k, Y_p + r * k, k * sizeof(floating))
             swb[i] = sw_p[r]
         rows_forward_backward(&net, theta_p, Xb, Yb, swb, r0, r1, acts,
-                              deltas, nb, rowloss)
+                              deltas, nb, rowloss, <floating*>NULL)
         cbp_barrier()
         params_grad(&net, grad_p, Xb, nb, acts, deltas, nb, fscale, False,
-                    tid, nt)
+                    tid, nt, <floating*>NULL)
     for i in range(nb):
         data_sum += rowloss[i]
     return data_sum

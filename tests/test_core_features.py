@@ -1,0 +1,192 @@
+"""The core's extensions (activations, losses, optimizers, dropout) against
+finite differences and the numpy reference."""
+
+import numpy as np
+import pytest
+
+from cbp import _core
+
+from _reference import LEAKY_SLOPE
+from _reference import forward as ref_forward
+from _reference import objective as ref_objective
+
+NEW_HIDDEN = ["leaky_relu", "elu", "softplus", "prelu"]
+OUTPUTS = ["identity", "logistic", "softmax"]
+DTYPES = [np.float32, np.float64]
+
+
+def _problem(out, dtype, hidden="relu", units=(5, 7, 6, 3), n=13, seed=0):
+    rng = np.random.RandomState(seed)
+    X = rng.normal(size=(n, units[0]))
+    k = units[-1]
+    if out == "identity":
+        Y = rng.normal(size=(n, k))
+    elif out == "exp":
+        Y = rng.poisson(1.5, size=(n, k)).astype(float)
+    elif out == "logistic":
+        Y = (rng.uniform(size=(n, k)) > 0.5).astype(float)
+    else:
+        Y = np.eye(k)[rng.randint(0, k, n)]
+    sw = rng.uniform(0.5, 2.0, n)
+    offsets, n_params = _core.param_offsets(units, prelu=hidden == "prelu")
+    theta = rng.uniform(-0.7, 0.7, n_params)
+    cast = lambda a: np.ascontiguousarray(a, dtype=dtype)  # noqa: E731
+    return cast(X), cast(Y), cast(sw), np.asarray(units, np.intc), offsets, cast(theta)
+
+
+def _unpack(theta, units, offsets):
+    """coefs, intercepts and (PReLU) slopes per hidden layer."""
+    L = len(units) - 1
+    coefs = [theta[offsets[i] : offsets[i] + units[i] * units[i + 1]].reshape(units[i], units[i + 1])
+             for i in range(L)]
+    intercepts = [theta[offsets[L + i] : offsets[L + i] + units[i + 1]] for i in range(L)]
+    slopes, pos = [], offsets[2 * L - 1] + units[L]
+    for i in range(1, L):
+        slopes.append(theta[pos : pos + units[i]])
+        pos += units[i]
+    return coefs, intercepts, slopes
+
+
+def _loss_grad(theta, X, Y, sw, units, offsets, hidden, out, alpha, rows=None, nt=2,
+               **kw):
+    rows = rows or X.shape[0]
+    grad = np.empty_like(theta)
+    work = np.empty(_core.train_workspace_size(units, rows, prelu=hidden == "prelu"),
+                    dtype=theta.dtype)
+    data, pen = _core.loss_grad(
+        theta, grad, X, Y, sw, units, offsets, _core.HIDDEN_ACTIVATIONS[hidden],
+        _core.OUTPUT_ACTIVATIONS[out], alpha, work, rows, nt, act_param=LEAKY_SLOPE, **kw,
+    )
+    return data + pen, grad
+
+
+def _central_differences(f, t, eps=1e-6):
+    fd = np.empty_like(t)
+    for i in range(t.size):
+        e = np.zeros_like(t)
+        e[i] = eps
+        fd[i] = (f(t + e) - f(t - e)) / (2 * eps)
+    return fd
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("out", OUTPUTS)
+@pytest.mark.parametrize("hidden", NEW_HIDDEN)
+def test_new_activations_gradient_matches_finite_differences(hidden, out, dtype):
+    """leaky_relu, elu, softplus and prelu (slopes included) vs central differences."""
+    X, Y, sw, units, offsets, theta = _problem(out, dtype, hidden)
+    alpha = 0.3
+    loss, grad = _loss_grad(theta, X, Y, sw, units, offsets, hidden, out, alpha)
+    t64 = theta.astype(np.float64)
+    X64, Y64, sw64 = (a.astype(np.float64) for a in (X, Y, sw))
+
+    def f(t):
+        c, b, s = _unpack(t, units, offsets)
+        return ref_objective(c, b, X64, Y64, sw64, hidden, out, alpha, slopes=s)
+
+    fd = _central_differences(f, t64)
+    tol = {np.float32: 2e-3, np.float64: 1e-7}[dtype]
+    np.testing.assert_allclose(loss, f(t64), rtol=tol)
+    np.testing.assert_allclose(grad, fd, rtol=tol, atol=tol * np.abs(fd).max())
+    if hidden == "prelu":
+        # the slopes are parameters with a gradient of their own
+        n_slopes = sum(units[1:-1])
+        assert np.abs(grad[-n_slopes:]).max() > 1e-3
+
+
+@pytest.mark.parametrize("slope_value", [0.0, -0.4])
+def test_prelu_gradient_with_zero_or_negative_slopes(slope_value):
+    """A learned slope may reach 0 or turn negative: the backward pass uses
+    the stored pre-activations, not the sign of the activation."""
+    X, Y, sw, units, offsets, theta = _problem("identity", np.float64, "prelu", seed=4)
+    n_slopes = sum(units[1:-1])
+    theta[-n_slopes:] = slope_value
+    loss, grad = _loss_grad(theta, X, Y, sw, units, offsets, "prelu", "identity", 0.0)
+
+    def f(t):
+        c, b, s = _unpack(t, units, offsets)
+        return ref_objective(c, b, X, Y, sw, "prelu", "identity", 0.0, slopes=s)
+
+    fd = _central_differences(f, theta)
+    np.testing.assert_allclose(grad, fd, rtol=1e-7, atol=1e-7 * np.abs(fd).max())
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("hidden", NEW_HIDDEN)
+def test_new_activations_forward_matches_numpy(hidden, dtype):
+    X, _, _, units, offsets, theta = _problem("softmax", dtype, hidden, n=40)
+    rows = 9
+    work = np.empty(_core.predict_workspace_size(units, rows, 2), dtype=dtype)
+    got = np.empty((X.shape[0], units[-1]), dtype=dtype)
+    _core.forward(theta, X, got, units, offsets, _core.HIDDEN_ACTIVATIONS[hidden],
+                  _core.OUTPUT_ACTIVATIONS["softmax"], work, rows, 2, act_param=LEAKY_SLOPE)
+    c, b, s = _unpack(theta.astype(np.float64), units, offsets)
+    expected = ref_forward(c, b, X.astype(np.float64), hidden, "softmax", slopes=s)
+    rtol = {np.float32: 2e-5, np.float64: 1e-12}[dtype]
+    np.testing.assert_allclose(got, expected, rtol=rtol, atol=rtol)
+
+
+@pytest.mark.parametrize("hidden", NEW_HIDDEN)
+def test_blocked_gradient_equals_whole_batch_new_activations(hidden):
+    X, Y, sw, units, offsets, theta = _problem("softmax", np.float64, hidden, n=50)
+    l1, g1 = _loss_grad(theta, X, Y, sw, units, offsets, hidden, "softmax", 0.2)
+    l2, g2 = _loss_grad(theta, X, Y, sw, units, offsets, hidden, "softmax", 0.2, rows=7)
+    np.testing.assert_allclose(l1, l2, rtol=1e-12)
+    np.testing.assert_allclose(g1, g2, rtol=1e-12, atol=1e-12 * np.abs(g1).max())
+
+
+def test_leaky_relu_with_zero_slope_is_relu():
+    X, Y, sw, units, offsets, theta = _problem("softmax", np.float64)
+    grads = []
+    for hidden, slope in (("relu", 0.0), ("leaky_relu", 0.0)):
+        grad = np.empty_like(theta)
+        work = np.empty(_core.train_workspace_size(units, X.shape[0]))
+        _core.loss_grad(theta, grad, X, Y, sw, units, offsets,
+                        _core.HIDDEN_ACTIVATIONS[hidden], 2, 0.1, work, X.shape[0], 1,
+                        act_param=slope)
+        grads.append(grad)
+    np.testing.assert_array_equal(grads[0], grads[1])
+
+
+def test_prelu_train_epoch_independent_of_threads_and_moves_slopes():
+    rng = np.random.RandomState(0)
+    units = np.array([20, 60, 50, 3], np.intc)
+    offsets, P = _core.param_offsets(units, prelu=True)
+    n = 250
+    X = rng.normal(size=(n, 20))
+    Y = np.eye(3)[rng.randint(0, 3, n)]
+    sw = np.ones(n)
+    theta0 = rng.uniform(-0.2, 0.2, P)
+    theta0[-110:] = 0.25
+    order = rng.permutation(n).astype(np.intp)
+    results = []
+    for nt in (1, 2, 3):
+        theta = theta0.copy()
+        work = np.empty(_core.train_workspace_size(units, 64, prelu=True))
+        s1, s2 = np.zeros_like(theta), np.zeros_like(theta)
+        _core.train_epoch(theta, np.empty_like(theta), s1, s2, X, Y, sw, order, 64, units,
+                          offsets, _core.HIDDEN_ACTIVATIONS["prelu"], 2, 1e-3, 1, 1e-2, 0.9,
+                          True, 0.9, 0.999, 1e-8, np.zeros(1, np.intp), work, nt)
+        results.append(theta)
+    for other in results[1:]:
+        np.testing.assert_array_equal(results[0], other)
+    assert not np.allclose(results[0][-110:], 0.25)
+
+
+def test_core_rejects_bad_activation_arguments():
+    X, Y, sw, units, offsets, theta = _problem("identity", np.float64)
+    work = np.empty(_core.train_workspace_size(units, X.shape[0], prelu=True))
+    grad = np.empty_like(theta)
+    with pytest.raises(ValueError, match="theta has"):
+        # prelu needs the slopes at the end of theta
+        _core.loss_grad(theta, grad, X, Y, sw, units, offsets, _core.HIDDEN_ACTIVATIONS["prelu"],
+                        0, 0.0, work, X.shape[0], 1)
+    with pytest.raises(ValueError, match="slope"):
+        _core.loss_grad(theta, grad, X, Y, sw, units, offsets,
+                        _core.HIDDEN_ACTIVATIONS["leaky_relu"], 0, 0.0, work, X.shape[0], 1,
+                        act_param=-0.5)
+    _, P = _core.param_offsets(units, prelu=True)
+    small = np.empty(_core.train_workspace_size(units, X.shape[0]))
+    with pytest.raises(ValueError, match="workspace"):
+        _core.loss_grad(np.zeros(P), np.zeros(P), X, Y, sw, units, offsets,
+                        _core.HIDDEN_ACTIVATIONS["prelu"], 0, 0.0, small, X.shape[0], 1)
