@@ -39,7 +39,7 @@ from threadpoolctl import ThreadpoolController
 from . import _core, _distributed
 from ._progress import _EpochFeedback
 
-_STOCHASTIC_SOLVERS = ("sgd", "adam")
+_STOCHASTIC_SOLVERS = ("sgd", "adam", "rmsprop")
 
 # Initial PReLU slope of every hidden unit (He et al., 2015).
 _PRELU_INIT = 0.25
@@ -199,10 +199,11 @@ class _Layout:
 
 
 class _StochasticOptimizer:
-    """State of the sgd/adam optimizer between epochs and partial_fit calls.
+    """State of the sgd/adam/rmsprop optimizer between epochs and partial_fit calls.
 
-    The per-parameter state (velocity, or Adam's moments m and v) are flat
-    vectors laid out like the parameters; the core updates them in place.
+    The per-parameter state (velocity, Adam's moments m and v, or
+    RMSprop's mean square) are flat vectors laid out like the parameters;
+    the core updates them in place.
     The learning-rate schedule and the stopping rule follow scikit-learn's.
     """
 
@@ -220,8 +221,12 @@ class _StochasticOptimizer:
         )
         self.step = np.zeros(1, dtype=np.intp)
 
-    def matches(self, n_params, dtype):
-        return self.state_1.shape[0] == n_params and self.state_1.dtype == dtype
+    def matches(self, n_params, dtype, solver):
+        return (
+            self.state_1.shape[0] == n_params
+            and self.state_1.dtype == dtype
+            and self.solver == solver
+        )
 
     def iteration_ends(self, time_step):
         """Update the learning rate at the end of an epoch ('invscaling')."""
@@ -263,7 +268,9 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             )
         ],
         "leaky_relu_slope": [Interval(Real, 0, None, closed="left")],
-        "solver": [StrOptions({"lbfgs", "sgd", "adam"})],
+        "solver": [StrOptions({"lbfgs", "sgd", "adam", "rmsprop"})],
+        "rho": [Interval(Real, 0, 1, closed="left")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
         "alpha": [Interval(Real, 0, None, closed="left")],
         "batch_size": [
             StrOptions({"auto"}),
@@ -330,6 +337,8 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         callbacks,
         comm,
         leaky_relu_slope=0.01,
+        rho=0.9,
+        weight_decay=0.0,
     ):
         self.activation = activation
         self.solver = solver
@@ -359,6 +368,8 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         self.callbacks = callbacks
         self.comm = comm
         self.leaky_relu_slope = leaky_relu_slope
+        self.rho = rho
+        self.weight_decay = weight_decay
 
     # ------------------------------------------------------------------
     # Parameters: one flat vector, coefs_/intercepts_ are views into it.
@@ -510,6 +521,12 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
                 "callbacks are called after each epoch of the stochastic solvers "
                 f"{_STOCHASTIC_SOLVERS}; solver={self.solver!r} has no epochs."
             )
+        if self.solver == "lbfgs" and self.weight_decay > 0:
+            raise ValueError(
+                f"weight_decay={self.weight_decay} is the decoupled weight decay of "
+                "the stochastic solvers ('sgd', 'adam', 'rmsprop'); 'lbfgs' has no "
+                "step size to scale it. Use alpha (the L2 penalty) with 'lbfgs'."
+            )
         first_pass = not hasattr(self, "coefs_") or (
             not self.warm_start and not incremental
         )
@@ -638,7 +655,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         if (
             not incremental
             or optimizer is None
-            or not optimizer.matches(n_params, dtype)
+            or not optimizer.matches(n_params, dtype, self.solver)
         ):
             optimizer = self._optimizer = _StochasticOptimizer(self, n_params, dtype)
 
@@ -730,7 +747,8 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
                         solver_code, optimizer.learning_rate, float(self.momentum),
                         bool(self.nesterovs_momentum), float(self.beta_1),
                         float(self.beta_2), float(self.epsilon), optimizer.step,
-                        work, n_threads, **options,
+                        work, n_threads, rho=float(self.rho),
+                        weight_decay=float(self.weight_decay), **options,
                     )
                 if status != _core.STATUS_OK or not np.isfinite(theta).all():
                     if not np.isfinite(theta).all():
@@ -1030,10 +1048,13 @@ _CLASS_DOC_PARAMS = """
         flat parameter vector after the biases and exposed as
         ``prelu_slopes_``.
 
-    solver : {'lbfgs', 'sgd', 'adam'}, default='adam'
+    solver : {'lbfgs', 'sgd', 'adam', 'rmsprop'}, default='adam'
         The weight optimizer: 'lbfgs' (quasi-Newton, scipy's L-BFGS-B on
         the full-batch loss and gradient from the core), 'sgd' (mini-batch
-        gradient descent with momentum) or 'adam' (Kingma and Ba).
+        gradient descent with momentum), 'adam' (Kingma and Ba) or, beyond
+        scikit-learn, 'rmsprop' (Tieleman and Hinton:
+        ``v = rho * v + (1 - rho) * g²``,
+        ``theta -= learning_rate_init * g / (sqrt(v) + epsilon)``).
 
     alpha : float, default=0.0001
         Strength of the L2 penalty on the weights (not the biases),
@@ -1052,7 +1073,7 @@ _CLASS_DOC_PARAMS = """
         score) stops improving by tol for n_iter_no_change epochs.
 
     learning_rate_init : float, default=0.001
-        The initial learning rate (eta) of 'sgd' and 'adam'.
+        The initial learning rate (eta) of 'sgd', 'adam' and 'rmsprop'.
 
     power_t : float, default=0.5
         Exponent of the 'invscaling' schedule.
@@ -1105,7 +1126,7 @@ _CLASS_DOC_PARAMS = """
         Decay rate of Adam's second-moment estimate, in [0, 1).
 
     epsilon : float, default=1e-8
-        Adam's numerical-stability constant.
+        Numerical-stability constant of 'adam' and 'rmsprop'.
 
     n_iter_no_change : int, default=10
         Number of epochs without improvement by tol before stopping.
@@ -1123,18 +1144,18 @@ _CLASS_DOC_PARAMS = """
 
     callbacks : list or tuple of callable, default=None
         Functions ``f(estimator, info)`` called after each epoch of the
-        stochastic solvers ('sgd', 'adam'), in order, with the estimator and a dict of the epoch's
-        figures: ``epoch`` (= ``n_iter_``), ``loss``, ``validation_score``
-        (None without early stopping), ``time`` (seconds of the epoch),
-        ``elapsed``, ``eta`` (seconds left until max_iter; None under
-        partial_fit), ``learning_rate``, ``n_samples_seen`` (= ``t_``) and
-        ``max_iter``. Training stops after the epoch when any of them
-        returns True (without a ConvergenceWarning; ``n_iter_`` counts the
-        epochs run). 'lbfgs' has no epochs and refuses callbacks. Like
-        every parameter, the list is deep-copied by :func:`sklearn.clone`
-        (and so inside GridSearchCV or cross_val_score): a callback that
-        is a bound method then works on a copy of its object. Not in
-        scikit-learn.
+        stochastic solvers ('sgd', 'adam', 'rmsprop'), in order, with the
+        estimator and a dict of the epoch's figures: ``epoch``
+        (= ``n_iter_``), ``loss``, ``validation_score`` (None without early
+        stopping), ``time`` (seconds of the epoch), ``elapsed``, ``eta``
+        (seconds left until max_iter; None under partial_fit),
+        ``learning_rate``, ``n_samples_seen`` (= ``t_``) and ``max_iter``.
+        Training stops after the epoch when any of them returns True (without
+        a ConvergenceWarning; ``n_iter_`` counts the epochs run). 'lbfgs' has
+        no epochs and refuses callbacks. Like every parameter, the list is
+        deep-copied by :func:`sklearn.clone` (and so inside GridSearchCV or
+        cross_val_score): a callback that is a bound method then works on a
+        copy of its object. Not in scikit-learn.
 
     comm : mpi4py.MPI.Comm or None, default=None
         Train data-parallel over the ranks of this MPI communicator
@@ -1152,6 +1173,18 @@ _CLASS_DOC_PARAMS = """
     leaky_relu_slope : float, default=0.01
         Slope of 'leaky_relu' for z <= 0, >= 0 (0 gives 'relu'). Ignored
         by the other activations.
+
+    rho : float, default=0.9
+        Decay rate of 'rmsprop''s running mean of squared gradients, in
+        [0, 1). Ignored by the other solvers.
+
+    weight_decay : float, default=0.0
+        Decoupled weight decay of the stochastic solvers (Loshchilov and
+        Hutter; 'adam' becomes AdamW): each step also does
+        ``W -= learning_rate * weight_decay * W`` on the weights (not the
+        biases or PReLU slopes), apart from the gradient and so apart from
+        Adam's and RMSprop's scaling. Unlike alpha it is not part of the
+        loss. 'lbfgs' has no step size to scale it and rejects values > 0.
 """
 
 _CLASS_DOC_ATTRS = """
@@ -1275,6 +1308,8 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         callbacks=None,
         comm=None,
         leaky_relu_slope=0.01,
+        rho=0.9,
+        weight_decay=0.0,
     ):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes,
@@ -1305,6 +1340,8 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
             callbacks=callbacks,
             comm=comm,
             leaky_relu_slope=leaky_relu_slope,
+            rho=rho,
+            weight_decay=weight_decay,
         )
 
     def _validate_input(self, X, y, incremental, reset):
@@ -1521,6 +1558,8 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
         callbacks=None,
         comm=None,
         leaky_relu_slope=0.01,
+        rho=0.9,
+        weight_decay=0.0,
     ):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes,
@@ -1551,6 +1590,8 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
             callbacks=callbacks,
             comm=comm,
             leaky_relu_slope=leaky_relu_slope,
+            rho=rho,
+            weight_decay=weight_decay,
         )
 
     def predict(self, X):

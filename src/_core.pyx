@@ -87,6 +87,7 @@ cdef enum:
     # Solvers with an in-core step.
     SOLVER_SGD = 0
     SOLVER_ADAM = 1
+    SOLVER_RMSPROP = 2
     INT_MAX = 2147483647
 
 HIDDEN_ACTIVATIONS = {"identity": ACT_IDENTITY, "logistic": ACT_LOGISTIC,
@@ -95,7 +96,7 @@ HIDDEN_ACTIVATIONS = {"identity": ACT_IDENTITY, "logistic": ACT_LOGISTIC,
                       "softplus": ACT_SOFTPLUS, "prelu": ACT_PRELU}
 OUTPUT_ACTIVATIONS = {"identity": OUT_IDENTITY, "logistic": OUT_LOGISTIC,
                       "softmax": OUT_SOFTMAX}
-SOLVERS = {"sgd": SOLVER_SGD, "adam": SOLVER_ADAM}
+SOLVERS = {"sgd": SOLVER_SGD, "adam": SOLVER_ADAM, "rmsprop": SOLVER_RMSPROP}
 
 # Return codes of train_epoch.
 cdef enum:
@@ -128,6 +129,8 @@ cdef struct Optim:
     double beta_1
     double beta_2
     double epsilon
+    double rho                # RMSprop's decay of the mean square
+    double weight_decay       # decoupled: theta -= lr * weight_decay * theta
 
 
 def openmp_enabled():
@@ -440,11 +443,22 @@ cdef void colsum_i(floating* out, const floating* D, Py_ssize_t n,
 
 cdef void sgd_step_i(floating* theta, const floating* g, floating* velocity,
                      Py_ssize_t n, floating lr, floating momentum,
-                     bint nesterov, floating l2) noexcept nogil:
+                     bint nesterov, floating l2, floating decay) noexcept nogil:
     """``velocity = momentum * velocity - lr * g``; ``theta += velocity``
-    (Nesterov: ``theta += momentum * velocity - lr * g``)."""
+    (Nesterov: ``theta += momentum * velocity - lr * g``); with decoupled
+    weight decay, ``theta -= decay * theta`` too (theta before the step)."""
     cdef Py_ssize_t i
     cdef floating v, gi
+    if decay != 0:
+        for i in range(n):
+            gi = g[i] + l2 * theta[i]
+            v = momentum * velocity[i] - lr * gi
+            velocity[i] = v
+            if nesterov:
+                theta[i] += momentum * v - lr * gi - decay * theta[i]
+            else:
+                theta[i] += v - decay * theta[i]
+        return
     if nesterov:
         for i in range(n):
             gi = g[i] + l2 * theta[i]
@@ -462,14 +476,24 @@ cdef void sgd_step_i(floating* theta, const floating* g, floating* velocity,
 cdef void adam_step_i(floating* theta, const floating* g, floating* m,
                       floating* v, Py_ssize_t n, floating lr_t,
                       floating beta_1, floating beta_2, floating epsilon,
-                      floating l2) noexcept nogil:
+                      floating l2, floating decay) noexcept nogil:
     """``m = beta_1 m + (1 - beta_1) g``; ``v = beta_2 v + (1 - beta_2) g²``;
     ``theta -= lr_t * m / (sqrt(v) + epsilon)``, with the bias corrections
-    folded into ``lr_t = lr * sqrt(1 - beta_2**t) / (1 - beta_1**t)``."""
+    folded into ``lr_t = lr * sqrt(1 - beta_2**t) / (1 - beta_1**t)``; with
+    decoupled weight decay (AdamW), ``theta -= decay * theta`` too."""
     cdef Py_ssize_t i
     cdef floating gi, mi, vi
     cdef floating c1 = 1 - beta_1
     cdef floating c2 = 1 - beta_2
+    if decay != 0:
+        for i in range(n):
+            gi = g[i] + l2 * theta[i]
+            mi = beta_1 * m[i] + c1 * gi
+            vi = beta_2 * v[i] + c2 * (gi * gi)
+            m[i] = mi
+            v[i] = vi
+            theta[i] += (-lr_t * mi) / (_sqrt(vi) + epsilon) - decay * theta[i]
+        return
     for i in range(n):
         gi = g[i] + l2 * theta[i]
         mi = beta_1 * m[i] + c1 * gi
@@ -479,15 +503,39 @@ cdef void adam_step_i(floating* theta, const floating* g, floating* m,
         theta[i] += (-lr_t * mi) / (_sqrt(vi) + epsilon)
 
 
+cdef void rmsprop_step_i(floating* theta, const floating* g, floating* v,
+                         Py_ssize_t n, floating lr, floating rho,
+                         floating epsilon, floating l2,
+                         floating decay) noexcept nogil:
+    """``v = rho v + (1 - rho) g²``; ``theta -= lr * g / (sqrt(v) + epsilon)``
+    (and ``theta -= decay * theta`` with decoupled weight decay)."""
+    cdef Py_ssize_t i
+    cdef floating gi, vi
+    cdef floating c = 1 - rho
+    for i in range(n):
+        gi = g[i] + l2 * theta[i]
+        vi = rho * v[i] + c * (gi * gi)
+        v[i] = vi
+        theta[i] += (-lr * gi) / (_sqrt(vi) + epsilon) - decay * theta[i]
+
+
 cdef inline void step_i(const Optim* opt, floating* theta, const floating* g,
                         floating* s1, floating* s2, Py_ssize_t n, double lr_t,
-                        double l2) noexcept nogil:
+                        double l2, double decay) noexcept nogil:
+    """One solver's step over n parameters; ``decay`` is the decoupled
+    weight decay's ``lr * weight_decay`` (0 for biases and slopes)."""
     if opt.solver == SOLVER_ADAM:
         adam_step_i(theta, g, s1, s2, n, <floating>lr_t, <floating>opt.beta_1,
-                    <floating>opt.beta_2, <floating>opt.epsilon, <floating>l2)
+                    <floating>opt.beta_2, <floating>opt.epsilon, <floating>l2,
+                    <floating>decay)
+    elif opt.solver == SOLVER_RMSPROP:
+        rmsprop_step_i(theta, g, s1, n, <floating>opt.learning_rate,
+                       <floating>opt.rho, <floating>opt.epsilon, <floating>l2,
+                       <floating>decay)
     else:
         sgd_step_i(theta, g, s1, n, <floating>opt.learning_rate,
-                   <floating>opt.momentum, opt.nesterov, <floating>l2)
+                   <floating>opt.momentum, opt.nesterov, <floating>l2,
+                   <floating>decay)
 
 
 # --------------------------------------------------------------------------
@@ -651,6 +699,7 @@ cdef double params_step(const Net* net, floating* theta, const floating* grad,
     cdef int l, fi, fo
     cdef Py_ssize_t seg, size
     cdef double sq = 0
+    cdef double decay = opt.learning_rate * opt.weight_decay
     for l in range(L):
         fi = net.units[l]
         fo = net.units[l + 1]
@@ -659,12 +708,12 @@ cdef double params_step(const Net* net, floating* theta, const floating* grad,
         if size > 0:
             sq += dot(<int>size, theta + seg, theta + seg)
             step_i(opt, theta + seg, grad + seg, s1 + seg, s2 + seg, size,
-                   lr_t, l2)
+                   lr_t, l2, decay)
         seg = net.offsets[L + l] + _part(fo, tid, nt)
         size = _part(fo, tid + 1, nt) - _part(fo, tid, nt)
         if size > 0:
             step_i(opt, theta + seg, grad + seg, s1 + seg, s2 + seg, size,
-                   lr_t, 0)
+                   lr_t, 0, 0)
     if net.slope_offset >= 0:
         # PReLU slopes: no penalty
         for l in range(1, L):
@@ -673,7 +722,7 @@ cdef double params_step(const Net* net, floating* theta, const floating* grad,
             size = _part(fi, tid + 1, nt) - _part(fi, tid, nt)
             if size > 0:
                 step_i(opt, theta + seg, grad + seg, s1 + seg, s2 + seg,
-                       size, lr_t, 0)
+                       size, lr_t, 0, 0)
     return sq
 
 
@@ -992,16 +1041,20 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
                 int solver, double learning_rate, double momentum,
                 bint nesterov, double beta_1, double beta_2, double epsilon,
                 Py_ssize_t[::1] step, floating[::1] work, int n_threads=1,
-                double act_param=0.0):
+                double act_param=0.0, double rho=0.9, double weight_decay=0.0):
     """One epoch of mini-batch training, in place, without the GIL.
 
     Batches are consecutive runs of ``batch_size`` entries of ``order``
     (or of the rows, when ``order`` is None), gathered into the workspace.
     Each batch: forward, output delta, backward, and one fused optimizer
     step per parameter segment with the L2 gradient ``alpha * W / sw_sum``
-    added on the fly; ``state_1``/``state_2`` are the velocity (sgd) or the
-    moments m and v (adam). ``n_threads`` OpenMP threads share each batch
-    (call BLAS single-threaded); the weights do not depend on their number.
+    added on the fly; ``state_1``/``state_2`` are the velocity (sgd), the
+    moments m and v (adam) or the mean square (rmsprop, decay ``rho``;
+    ``state_2`` unused). ``weight_decay`` > 0 adds decoupled weight decay
+    on the weights (not biases or slopes), ``theta -= learning_rate *
+    weight_decay * theta`` in the same pass (AdamW with adam).
+    ``n_threads`` OpenMP threads share each batch (call BLAS
+    single-threaded); the weights do not depend on their number.
     ``step[0]`` counts Adam's updates and is advanced in place, so it stays
     right if the epoch is interrupted. Pending signals (Ctrl-C) are checked
     between batches: the exception is raised with theta as it was after
@@ -1059,8 +1112,12 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
     if n < 1:
         raise ValueError("train_epoch needs at least one sample")
     _check_rows(rows)
-    if solver not in (SOLVER_SGD, SOLVER_ADAM):
+    if solver not in (SOLVER_SGD, SOLVER_ADAM, SOLVER_RMSPROP):
         raise ValueError(f"unknown solver code {solver}")
+    if not (0 <= rho < 1):
+        raise ValueError(f"rho must be in [0, 1), got {rho}")
+    if not (weight_decay >= 0):
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
     if grad.shape[0] != P or state_1.shape[0] != P or (
             solver == SOLVER_ADAM and state_2.shape[0] != P):
         raise ValueError("grad and optimizer state must match theta in size")
@@ -1089,6 +1146,8 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
     opt.beta_1 = beta_1
     opt.beta_2 = beta_2
     opt.epsilon = epsilon
+    opt.rho = rho
+    opt.weight_decay = weight_decay
 
     acts = &work[0]
     deltas = acts + rows * net.sum_units
@@ -1412,6 +1471,9 @@ def optimizer_step(floating[::1] theta, const floating[::1] grad,
     opt.beta_1 = beta_1
     opt.beta_2 = beta_2
     opt.epsilon = epsilon
+    # rmsprop and decoupled weight decay are not distributed (yet)
+    opt.rho = 0.9
+    opt.weight_decay = 0.0
     if solver == SOLVER_ADAM:
         step[0] += 1
         lr_t = (learning_rate * sqrt(1 - pow(beta_2, step[0]))

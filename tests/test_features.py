@@ -144,3 +144,61 @@ def test_bad_activation_parameters():
         MLPClassifier(activation="leaky_relu", leaky_relu_slope=-1).fit(X, y)
     with pytest.raises(ValueError, match="activation"):
         MLPRegressor(activation="gelu").fit(X, y)
+
+
+# ---------------------------------------------------------------------------
+# Optimizers
+
+
+def test_rmsprop_learns_and_supports_partial_fit(digits):
+    X, y = digits
+    with _quiet():
+        clf = MLPClassifier(hidden_layer_sizes=(30,), solver="rmsprop", max_iter=30,
+                            learning_rate_init=0.01, random_state=0).fit(X, y)
+    assert clf.score(X, y) > 0.95
+    assert clf._optimizer.state_2.size == 0
+    inc = MLPClassifier(hidden_layer_sizes=(30,), solver="rmsprop", random_state=0,
+                        shuffle=False)
+    full = MLPClassifier(hidden_layer_sizes=(30,), solver="rmsprop", random_state=0,
+                         shuffle=False, max_iter=3)
+    with _quiet():
+        full.fit(X, y)
+    for _ in range(3):
+        inc.partial_fit(X, y, classes=np.unique(y))
+    np.testing.assert_allclose(inc._theta, full._theta, rtol=1e-12, atol=1e-14)
+
+
+def test_rho_changes_rmsprop_only(digits):
+    X, y = digits
+    kw = dict(hidden_layer_sizes=(10,), max_iter=2, random_state=0)
+    with _quiet():
+        a = MLPClassifier(solver="rmsprop", rho=0.9, **kw).fit(X, y)
+        b = MLPClassifier(solver="rmsprop", rho=0.5, **kw).fit(X, y)
+        c = MLPClassifier(solver="adam", rho=0.9, **kw).fit(X, y)
+        d = MLPClassifier(solver="adam", rho=0.5, **kw).fit(X, y)
+    assert not np.allclose(a._theta, b._theta)
+    np.testing.assert_array_equal(c._theta, d._theta)
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam", "rmsprop"])
+def test_weight_decay_shrinks_weights_not_biases(digits, solver):
+    X, y = digits
+    kw = dict(hidden_layer_sizes=(20,), max_iter=10, random_state=0, solver=solver,
+              alpha=0.0, learning_rate_init=0.01)
+    with _quiet():
+        plain = MLPClassifier(**kw).fit(X, y)
+        decayed = MLPClassifier(weight_decay=1.0, **kw).fit(X, y)
+    norm = lambda est: sum(float((c**2).sum()) for c in est.coefs_)  # noqa: E731
+    assert norm(decayed) < 0.8 * norm(plain)
+    # the reported loss has no decay term: it stays the data loss
+    assert decayed.loss_ > 0 and decayed.score(X, y) > plain.score(X, y) - 0.1
+
+
+def test_weight_decay_with_lbfgs_is_an_error():
+    X, y = np.ones((4, 2)), [0, 1, 0, 1]
+    with pytest.raises(ValueError, match="weight_decay.*lbfgs"):
+        MLPClassifier(solver="lbfgs", weight_decay=0.1).fit(X, y)
+    with pytest.raises(ValueError, match="rho"):
+        MLPClassifier(solver="rmsprop", rho=1.0).fit(X, y)
+    with pytest.raises(ValueError, match="solver"):
+        MLPClassifier(solver="adagrad").fit(X, y)
