@@ -436,7 +436,8 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         self.n_layers_ = len(layer_units)
 
         if not is_classifier(self):
-            self.out_activation_ = "identity"
+            # the log link of the Poisson loss, as scikit-learn (>= 1.7)
+            self.out_activation_ = "exp" if self.loss == "poisson" else "identity"
         elif self._label_binarizer.y_type_ == "multiclass":
             self.out_activation_ = "softmax"
         else:
@@ -489,12 +490,20 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             layout.units,
             layout.offsets,
             _core.HIDDEN_ACTIVATIONS[self.activation],
-            _core.OUTPUT_ACTIVATIONS[self.out_activation_],
+            self._output_code(),
         )
+
+    def _output_code(self):
+        """The core's code of the output activation and its loss."""
+        return _core.OUTPUT_ACTIVATIONS[self.out_activation_]
 
     def _core_options(self):
         """Keyword arguments of the core's entry points beyond the layout."""
         return {"act_param": float(self.leaky_relu_slope)}
+
+    def _loss_options(self):
+        """Keyword arguments of the core's training entry points for the loss."""
+        return {}
 
     def _reported_loss(self, data_loss, penalty):
         """The loss as scikit-learn reports it.
@@ -617,7 +626,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         grad = np.empty_like(theta)
         alpha = float(self.alpha)
         n_threads = _n_threads(self.n_jobs)
-        options = self._core_options()
+        options = {**self._core_options(), **self._loss_options()}
 
         def loss_grad(x):
             theta[:] = x
@@ -717,6 +726,8 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             n_threads = _n_threads(self.n_jobs)
         solver_code = _core.SOLVERS[self.solver]
         options = self._core_options()
+        n_threads = _n_threads(self.n_jobs)
+        options = {**self._core_options(), **self._loss_options()}
 
         feedback = _EpochFeedback(self, incremental)
         try:
@@ -1489,17 +1500,36 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
         """Multilayer perceptron regressor trained by the cbp core.
 
     A drop-in replacement for :class:`sklearn.neural_network.MLPRegressor`,
-    with an identity output and half the squared error,
+    by default with an identity output and half the squared error,
     ``loss = sum_i sw_i * 0.5 * ||P_i - Y_i||² / sw_sum``, so the output
     delta is ``P - Y``.
 
     Parameters
     ----------
-    loss : {'squared_error'}, default='squared_error'
-        The loss minimised: half the squared error.
+    loss : {'squared_error', 'poisson', 'huber'}, default='squared_error'
+        The loss minimised, each summed over the outputs:
+
+        - 'squared_error': half the squared error, identity output.
+        - 'poisson': half the Poisson deviance with a log link, as in
+          scikit-learn (>= 1.7): the output is ``P = exp(Z)``
+          (``out_activation_ = 'exp'``), the loss
+          ``exp(Z) - Y * Z + Y * log(Y) - Y`` (the last two terms are
+          constant) and the output delta ``exp(Z) - Y``. The targets must
+          be >= 0.
+        - 'huber': Huber's loss on the residual ``R = Z - Y`` with threshold
+          ``huber_delta``: ``0.5 * R²`` where ``|R| <= huber_delta``,
+          ``huber_delta * (|R| - 0.5 * huber_delta)`` elsewhere; the output
+          delta is ``clip(R, -huber_delta, huber_delta)``. Identity output.
+
+        ``loss_`` averages over the outputs for 'squared_error' and
+        'huber' and sums for 'poisson', as scikit-learn reports them.
 """
         + _CLASS_DOC_PARAMS
         + """
+    huber_delta : float, default=1.0
+        Threshold of the 'huber' loss, > 0: residuals larger than this in
+        absolute value count linearly. Ignored by the other losses.
+
     Attributes
     ----------"""
         + _CLASS_DOC_ATTRS
@@ -1524,7 +1554,8 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
 
     _parameter_constraints: dict = {
         **BaseMultilayerPerceptron._parameter_constraints,
-        "loss": [StrOptions({"squared_error"})],
+        "loss": [StrOptions({"squared_error", "poisson", "huber"})],
+        "huber_delta": [Interval(Real, 0, None, closed="neither")],
     }
 
     def __init__(
@@ -1560,7 +1591,9 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
         leaky_relu_slope=0.01,
         rho=0.9,
         weight_decay=0.0,
+        huber_delta=1.0,
     ):
+        self.huber_delta = huber_delta
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes,
             activation=activation,
@@ -1635,7 +1668,28 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
         )
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
+        if self.loss == "poisson" and np.any(y < 0):
+            raise ValueError(
+                "loss='poisson' needs non-negative targets (counts or rates); "
+                f"y has negative values, the smallest is {np.min(y)}."
+            )
+        if not reset and hasattr(self, "out_activation_") and (
+            (self.out_activation_ == "exp") != (self.loss == "poisson")
+        ):
+            raise ValueError(
+                f"The network was fitted with output activation "
+                f"{self.out_activation_!r}, which loss={self.loss!r} cannot "
+                "continue. Use warm_start=False to start afresh."
+            )
         return X, y
+
+    def _output_code(self):
+        if self.out_activation_ == "identity" and self.loss == "huber":
+            return _core.REGRESSION_LOSSES["huber"]
+        return _core.OUTPUT_ACTIVATIONS[self.out_activation_]
+
+    def _loss_options(self):
+        return {"loss_param": float(self.huber_delta)}
 
     @available_if(lambda est: est._check_solver())
     @_fit_context(prefer_skip_nested_validation=True)

@@ -82,6 +82,8 @@ cdef enum:
     OUT_IDENTITY = 0   # identity + half squared error
     OUT_LOGISTIC = 1   # logistic + binary cross-entropy
     OUT_SOFTMAX = 2    # softmax + cross-entropy
+    OUT_EXP = 3        # exp (log link) + half Poisson deviance
+    OUT_HUBER = 4      # identity + Huber loss (threshold loss_param)
     # Thread shares of GEMM rows start at multiples of this (see _part_q).
     SPLIT_QUANTUM = 48
     # Solvers with an in-core step.
@@ -95,7 +97,10 @@ HIDDEN_ACTIVATIONS = {"identity": ACT_IDENTITY, "logistic": ACT_LOGISTIC,
                       "leaky_relu": ACT_LEAKY_RELU, "elu": ACT_ELU,
                       "softplus": ACT_SOFTPLUS, "prelu": ACT_PRELU}
 OUTPUT_ACTIVATIONS = {"identity": OUT_IDENTITY, "logistic": OUT_LOGISTIC,
-                      "softmax": OUT_SOFTMAX}
+                      "softmax": OUT_SOFTMAX, "exp": OUT_EXP}
+# Output codes of the regression losses (output activation, loss).
+REGRESSION_LOSSES = {"squared_error": OUT_IDENTITY, "poisson": OUT_EXP,
+                     "huber": OUT_HUBER}
 SOLVERS = {"sgd": SOLVER_SGD, "adam": SOLVER_ADAM, "rmsprop": SOLVER_RMSPROP}
 
 # Return codes of train_epoch.
@@ -119,6 +124,7 @@ cdef struct Net:
     int n_threads
     double act_param          # leaky_relu's slope for z <= 0
     Py_ssize_t slope_offset   # prelu: where the slopes start in theta, else -1
+    double loss_param         # huber: the threshold delta
 
 
 cdef struct Optim:
@@ -344,15 +350,19 @@ cdef void act_backward_i(floating* D, const floating* A, Py_ssize_t n,
 
 cdef void output_delta_i(floating* Z, const floating* b, const floating* Y,
                          const floating* sw, Py_ssize_t n, Py_ssize_t k,
-                         int out_act, double* rowloss) noexcept nogil:
-    """Output layer and loss, in place: ``Z = sw * (out(Z + b) - Y)``.
+                         int out_act, double* rowloss,
+                         double loss_param) noexcept nogil:
+    """Output layer and loss, in place: ``Z = sw * (out(Z + b) - Y)``
+    (Huber: ``Z = sw * clip(v - Y, -delta, delta)``, ``delta = loss_param``).
 
     Writes ``rowloss[i] = sw_i * loss_i``, each ``loss_i`` summed over the
     outputs and computed from the logits so that it is finite wherever
-    they are (log-softmax, softplus).
+    they are (log-softmax, softplus). Poisson's ``loss_i`` is the half
+    deviance ``exp(v) - y v + y log(y) - y`` (scikit-learn's; the constant
+    ``y log(y) - y`` has no gradient).
     """
     cdef Py_ssize_t i, j
-    cdef floating v, mx, s, w, p
+    cdef floating v, mx, s, w, p, hd
     cdef floating* z
     cdef const floating* y
     cdef double row, ysum
@@ -385,6 +395,27 @@ cdef void output_delta_i(floating* Z, const floating* b, const floating* Y,
                 row += _softplus(v) - y[j] * v
                 p = 1 / (1 + _exp(-v))
                 z[j] = w * (p - y[j])
+        elif out_act == OUT_EXP:
+            for j in range(k):
+                v = z[j] + b[j]
+                p = _exp(v)
+                row += p - y[j] * v
+                if y[j] > 0:
+                    row += y[j] * _log(y[j]) - y[j]
+                z[j] = w * (p - y[j])
+        elif out_act == OUT_HUBER:
+            hd = <floating>loss_param
+            for j in range(k):
+                v = z[j] + b[j] - y[j]
+                if v > hd:
+                    row += hd * (v - 0.5 * hd)
+                    z[j] = w * hd
+                elif v < -hd:
+                    row += hd * (-v - 0.5 * hd)
+                    z[j] = -w * hd
+                else:
+                    row += 0.5 * v * v
+                    z[j] = w * v
         else:
             for j in range(k):
                 v = z[j] + b[j] - y[j]
@@ -416,6 +447,9 @@ cdef void output_forward_i(floating* Z, const floating* b, Py_ssize_t n,
         elif out_act == OUT_LOGISTIC:
             for j in range(k):
                 z[j] = 1 / (1 + _exp(-(z[j] + b[j])))
+        elif out_act == OUT_EXP:
+            for j in range(k):
+                z[j] = _exp(z[j] + b[j])
         else:
             for j in range(k):
                 z[j] = z[j] + b[j]
@@ -619,7 +653,7 @@ cdef void rows_forward_backward(
     fo = net.units[L]
     delta = _at(net, acts, rows, L) + r0 * fo
     output_delta_i(delta, theta + net.offsets[2 * L - 1], Y + r0 * fo,
-                   sw + r0, m, fo, net.out_act, rowloss + r0)
+                   sw + r0, m, fo, net.out_act, rowloss + r0, net.loss_param)
     # Hidden deltas: D_l = f'(A_l) * (delta_{l+1} @ W_lᵀ)
     for l in range(L - 1, 0, -1):
         fi = net.units[l]
@@ -794,7 +828,8 @@ cdef int _raise_pending() except -1:
 
 cdef Net _make_net(const int[::1] units, const Py_ssize_t[::1] offsets,
                    Py_ssize_t n_params, int hidden_act, int out_act,
-                   int n_threads, double act_param=0.0) except *:
+                   int n_threads, double act_param=0.0,
+                   double loss_param=1.0) except *:
     cdef Net net
     cdef int l
     cdef Py_ssize_t expect = 0
@@ -836,8 +871,11 @@ cdef Net _make_net(const int[::1] units, const Py_ssize_t[::1] offsets,
         raise ValueError(f"unknown hidden activation code {hidden_act}")
     if not (act_param >= 0):
         raise ValueError(f"the activation's slope must be >= 0, got {act_param}")
-    if out_act not in (OUT_IDENTITY, OUT_LOGISTIC, OUT_SOFTMAX):
+    if out_act not in (OUT_IDENTITY, OUT_LOGISTIC, OUT_SOFTMAX, OUT_EXP,
+                       OUT_HUBER):
         raise ValueError(f"unknown output activation code {out_act}")
+    if out_act == OUT_HUBER and not (loss_param > 0):
+        raise ValueError(f"Huber's threshold must be > 0, got {loss_param}")
     net.n_params = n_params
     net.units = &units[0]
     net.offsets = &offsets[0]
@@ -845,6 +883,7 @@ cdef Net _make_net(const int[::1] units, const Py_ssize_t[::1] offsets,
     net.out_act = out_act
     net.n_threads = max(1, n_threads)
     net.act_param = act_param
+    net.loss_param = loss_param
     return net
 
 
@@ -939,13 +978,14 @@ def loss_grad(floating[::1] theta, floating[::1] grad,
               const int[::1] units, const Py_ssize_t[::1] offsets,
               int hidden_act, int out_act, double alpha,
               floating[::1] work, Py_ssize_t block_rows, int n_threads=1,
-              double act_param=0.0):
+              double act_param=0.0, double loss_param=1.0):
     """Full-batch loss and gradient (the objective lbfgs minimises).
 
     The rows of ``X`` are processed in blocks of ``block_rows`` (the
     workspace is sized for that), the gradient accumulated over blocks, by
     ``n_threads`` OpenMP threads (call BLAS single-threaded).
-    ``act_param`` is leaky_relu's slope.
+    ``act_param`` is leaky_relu's slope, ``loss_param`` Huber's threshold
+    (``out_act`` = REGRESSION_LOSSES['huber']).
 
     Returns
     -------
@@ -957,7 +997,7 @@ def loss_grad(floating[::1] theta, floating[::1] grad,
     ``grad`` receives the gradient of ``data_loss + penalty``.
     """
     cdef Net net = _make_net(units, offsets, theta.shape[0], hidden_act,
-                             out_act, n_threads, act_param)
+                             out_act, n_threads, act_param, loss_param)
     cdef Py_ssize_t n = X.shape[0]
     cdef Py_ssize_t nf = X.shape[1]
     cdef Py_ssize_t k = Y.shape[1]
@@ -1041,7 +1081,8 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
                 int solver, double learning_rate, double momentum,
                 bint nesterov, double beta_1, double beta_2, double epsilon,
                 Py_ssize_t[::1] step, floating[::1] work, int n_threads=1,
-                double act_param=0.0, double rho=0.9, double weight_decay=0.0):
+                double act_param=0.0, double rho=0.9, double weight_decay=0.0,
+                double loss_param=1.0):
     """One epoch of mini-batch training, in place, without the GIL.
 
     Batches are consecutive runs of ``batch_size`` entries of ``order``
@@ -1058,7 +1099,8 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
     ``step[0]`` counts Adam's updates and is advanced in place, so it stays
     right if the epoch is interrupted. Pending signals (Ctrl-C) are checked
     between batches: the exception is raised with theta as it was after
-    the last whole step. ``act_param`` is leaky_relu's slope.
+    the last whole step. ``act_param`` is leaky_relu's slope,
+    ``loss_param`` Huber's threshold.
 
     Returns
     -------
@@ -1072,7 +1114,7 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
         finite; that batch's update is then not applied.
     """
     cdef Net net = _make_net(units, offsets, theta.shape[0], hidden_act,
-                             out_act, n_threads, act_param)
+                             out_act, n_threads, act_param, loss_param)
     cdef Optim opt
     cdef floating* zsave
     cdef Py_ssize_t n = X.shape[0]

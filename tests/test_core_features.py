@@ -245,3 +245,86 @@ def test_fused_steps_match_numpy_updates(solver, weight_decay, hidden):
     assert done == 40 and status == _core.STATUS_OK
     np.testing.assert_allclose(theta, expected, rtol=1e-10, atol=1e-12)
     assert not np.allclose(theta, theta0)
+
+
+# ---------------------------------------------------------------------------
+# Regression losses: Poisson (log link) and Huber.
+
+
+def _loss_problem(loss, dtype, hidden="tanh", seed=0):
+    out = "exp" if loss == "poisson" else "identity"
+    X, Y, sw, units, offsets, theta = _problem(out, dtype, hidden, seed=seed)
+    if loss == "poisson":
+        theta = (theta * 0.5).astype(dtype)  # keep exp(z) moderate
+    return X, Y, sw, units, offsets, theta, out
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("hidden", ["tanh", "relu", "prelu"])
+@pytest.mark.parametrize("loss", ["poisson", "huber"])
+def test_regression_losses_gradient_matches_finite_differences(loss, hidden, dtype):
+    X, Y, sw, units, offsets, theta, out = _loss_problem(loss, dtype, hidden)
+    code = _core.REGRESSION_LOSSES[loss]
+    delta = 0.4
+    alpha = 0.2
+    grad = np.empty_like(theta)
+    work = np.empty(_core.train_workspace_size(units, 5, prelu=hidden == "prelu"), dtype)
+    data, pen = _core.loss_grad(theta, grad, X, Y, sw, units, offsets,
+                                _core.HIDDEN_ACTIVATIONS[hidden], code, alpha, work, 5, 2,
+                                act_param=LEAKY_SLOPE, loss_param=delta)
+    t64 = theta.astype(np.float64)
+    X64, Y64, sw64 = (a.astype(np.float64) for a in (X, Y, sw))
+
+    def f(t):
+        c, b, s = _unpack(t, units, offsets)
+        return ref_objective(c, b, X64, Y64, sw64, hidden, out, alpha, slopes=s,
+                             loss=loss, huber_delta=delta)
+
+    fd = _central_differences(f, t64)
+    tol = {np.float32: 2e-3, np.float64: 1e-7}[dtype]
+    np.testing.assert_allclose(data + pen, f(t64), rtol=tol)
+    np.testing.assert_allclose(grad, fd, rtol=tol, atol=tol * np.abs(fd).max())
+    if loss == "huber":
+        # both branches of the loss are exercised
+        c, b, s = _unpack(t64, units, offsets)
+        r = np.abs(ref_forward(c, b, X64, hidden, "identity", slopes=s) - Y64)
+        assert (r > delta).any() and (r <= delta).any()
+    else:
+        # the y log y - y constant makes the loss the half deviance: >= 0
+        assert data > 0
+
+
+def test_huber_with_a_large_threshold_is_squared_error():
+    X, Y, sw, units, offsets, theta, _ = _loss_problem("huber", np.float64)
+    results = []
+    for code, param in ((_core.REGRESSION_LOSSES["huber"], 1e6),
+                        (_core.REGRESSION_LOSSES["squared_error"], 1.0)):
+        grad = np.empty_like(theta)
+        work = np.empty(_core.train_workspace_size(units, X.shape[0]))
+        loss = _core.loss_grad(theta, grad, X, Y, sw, units, offsets, 2, code, 0.1, work,
+                               X.shape[0], 1, loss_param=param)
+        results.append((loss, grad))
+    assert results[0][0] == results[1][0]
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_exp_output_forward_matches_numpy(dtype):
+    X, _, _, units, offsets, theta, _ = _loss_problem("poisson", dtype)
+    work = np.empty(_core.predict_workspace_size(units, 6, 2), dtype=dtype)
+    got = np.empty((X.shape[0], units[-1]), dtype=dtype)
+    _core.forward(theta, X, got, units, offsets, 2, _core.OUTPUT_ACTIVATIONS["exp"], work,
+                  6, 2)
+    c, b, _ = _unpack(theta.astype(np.float64), units, offsets)
+    expected = ref_forward(c, b, X.astype(np.float64), "tanh", "exp")
+    rtol = {np.float32: 2e-5, np.float64: 1e-12}[dtype]
+    np.testing.assert_allclose(got, expected, rtol=rtol)
+
+
+def test_core_rejects_bad_huber_threshold():
+    X, Y, sw, units, offsets, theta, _ = _loss_problem("huber", np.float64)
+    work = np.empty(_core.train_workspace_size(units, X.shape[0]))
+    with pytest.raises(ValueError, match="Huber"):
+        _core.loss_grad(theta, np.empty_like(theta), X, Y, sw, units, offsets, 2,
+                        _core.REGRESSION_LOSSES["huber"], 0.0, work, X.shape[0], 1,
+                        loss_param=0.0)
