@@ -27,6 +27,8 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state, column_or_1d
 from sklearn.utils._param_validation import HasMethods, Interval, Options, StrOptions
+from sklearn.utils.class_weight import compute_sample_weight
+from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import (
@@ -493,6 +495,10 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             self._output_code(),
         )
 
+    def _class_sample_weight(self, y, incremental):
+        """Per-sample weights from class_weight (classifier), or None."""
+        return None
+
     def _output_code(self):
         """The core's code of the output activation and its loss."""
         return _core.OUTPUT_ACTIVATIONS[self.out_activation_]
@@ -548,6 +554,10 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             sample_weight = self._collective(
                 _check_sample_weight, sample_weight, X, ensure_non_negative=True
             )
+            sample_weight = _check_sample_weight(sample_weight, X, ensure_non_negative=True)
+        class_sw = self._class_sample_weight(y, incremental)
+        if class_sw is not None:
+            sample_weight = class_sw if sample_weight is None else sample_weight * class_sw
 
         if y.ndim == 1:
             y = y.reshape((-1, 1))
@@ -1266,6 +1276,14 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
     ----------"""
         + _CLASS_DOC_PARAMS
         + """
+    class_weight : dict, 'balanced' or None, default=None
+        Weights of the classes, ``{class_label: weight}`` (classes left out
+        weigh 1), or 'balanced' for ``n_samples / (n_classes *
+        np.bincount(y))`` computed on the data given to fit. They multiply
+        ``sample_weight``, so they weigh each sample's loss in the core.
+        Not supported for multilabel targets; 'balanced' is not supported
+        by partial_fit (pass a dict computed on the whole data).
+
     Attributes
     ----------
     classes_ : ndarray or list of ndarray of shape (n_classes,)
@@ -1288,6 +1306,11 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
     True
     """
     )
+
+    _parameter_constraints: dict = {
+        **BaseMultilayerPerceptron._parameter_constraints,
+        "class_weight": [dict, StrOptions({"balanced"}), None],
+    }
 
     def __init__(
         self,
@@ -1321,7 +1344,9 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         leaky_relu_slope=0.01,
         rho=0.9,
         weight_decay=0.0,
+        class_weight=None,
     ):
+        self.class_weight = class_weight
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes,
             activation=activation,
@@ -1394,6 +1419,40 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
                     f"`self.classes_` has {self.classes_}. 'y' has {classes}."
                 )
         return self._label_binarizer.transform(y).astype(bool)
+
+    def _class_sample_weight(self, y, incremental):
+        """``class_weight`` as per-sample weights of the binarized targets y."""
+        if self.class_weight is None:
+            return None
+        if self._label_binarizer.y_type_.startswith("multilabel"):
+            raise ValueError(
+                "class_weight is not supported for multilabel targets; pass "
+                "sample_weight instead."
+            )
+        if incremental and self.class_weight == "balanced":
+            raise ValueError(
+                "class_weight='balanced' is not supported by partial_fit: the class "
+                "frequencies of one batch are not those of the data. Compute the "
+                "weights on the whole data with "
+                "sklearn.utils.class_weight.compute_class_weight and pass them as "
+                "a dict."
+            )
+        idx = y[:, 0].astype(np.intp) if y.shape[1] == 1 else np.argmax(y, axis=1)
+        if self.class_weight == "balanced":
+            return compute_sample_weight("balanced", idx)
+        classes = self.classes_.tolist()
+        unknown = set(self.class_weight) - set(classes)
+        if unknown:
+            raise ValueError(
+                f"class_weight has keys {sorted(unknown, key=str)} that are not "
+                f"classes; the classes are {classes}."
+            )
+        weights = np.array([self.class_weight.get(c, 1.0) for c in classes], dtype=float)
+        if not (np.isfinite(weights).all() and (weights >= 0).all()):
+            raise ValueError(
+                f"class_weight values must be finite and >= 0, got {self.class_weight}."
+            )
+        return weights[idx]
 
     def predict(self, X):
         """Predict using the multilayer perceptron classifier.
