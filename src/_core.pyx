@@ -28,6 +28,7 @@ from libc.math cimport (exp, expf, log, logf, log1p, log1pf, tanh, tanhf,
                         sqrt, sqrtf, fabs, fabsf, isfinite, pow, expm1,
                         expm1f)
 from libc.string cimport memcpy
+from libc.stdint cimport uint64_t
 
 from _blas cimport gemm_rm, axpy, dot
 
@@ -125,6 +126,9 @@ cdef struct Net:
     double act_param          # leaky_relu's slope for z <= 0
     Py_ssize_t slope_offset   # prelu: where the slopes start in theta, else -1
     double loss_param         # huber: the threshold delta
+    const double* dropout     # rate per hidden layer (index l - 1), or NULL
+    uint64_t drop_seed        # key of the dropout masks' hash
+    uint64_t drop_row0        # counter of row 0 of the call (see _drop_keep)
 
 
 cdef struct Optim:
@@ -472,6 +476,95 @@ cdef void colsum_i(floating* out, const floating* D, Py_ssize_t n,
 
 
 # --------------------------------------------------------------------------
+# Dropout. Whether unit ``unit`` of row ``row`` is kept is a pure function
+# of (seed, row, unit): a counter-based hash (SplitMix64's finaliser), so the
+# masks need no RNG state, no storage (the backward pass recomputes them)
+# and do not depend on the thread count. ``row`` counts rows across calls
+# (the estimator passes the samples seen so far, so every epoch draws new
+# masks); ``unit`` numbers the hidden units of all layers in order.
+
+cdef inline uint64_t _mix64(uint64_t z) noexcept nogil:
+    z = (z ^ (z >> 30)) * <uint64_t>0xBF58476D1CE4E5B9ULL
+    z = (z ^ (z >> 27)) * <uint64_t>0x94D049BB133111EBULL
+    return z ^ (z >> 31)
+
+
+cdef inline bint _drop_keep(uint64_t seed, uint64_t row, uint64_t unit,
+                            uint64_t threshold) noexcept nogil:
+    """Keep with probability 1 - rate: the hash's top 53 bits, as a number
+    in [0, 2^53), are >= ``threshold = rate * 2^53``."""
+    cdef uint64_t h = _mix64(seed + (row + 1) * <uint64_t>0x9E3779B97F4A7C15ULL)
+    h = _mix64(h ^ ((unit + 1) * <uint64_t>0xD1B54A32D192ED03ULL))
+    return (h >> 11) >= threshold
+
+
+cdef inline uint64_t _drop_threshold(double rate) noexcept nogil:
+    return <uint64_t>(rate * 9007199254740992.0)   # rate * 2^53
+
+
+cdef inline floating _act_deriv(int act, floating a,
+                                floating slope) noexcept nogil:
+    """``f'(z)`` from the activation ``a = f(z)`` (not PReLU)."""
+    if act == ACT_RELU:
+        return 1 if a > 0 else 0
+    if act == ACT_TANH:
+        return 1 - a * a
+    if act == ACT_LOGISTIC:
+        return a * (1 - a)
+    if act == ACT_LEAKY_RELU:
+        return 1 if a > 0 else slope
+    if act == ACT_ELU:
+        return 1 if a > 0 else a + 1
+    if act == ACT_SOFTPLUS:
+        return -_expm1(-a)
+    return 1
+
+
+cdef void dropout_forward_i(floating* A, Py_ssize_t n, Py_ssize_t m,
+                            double rate, uint64_t seed, uint64_t row0,
+                            uint64_t unit0) noexcept nogil:
+    """Inverted dropout, in place: ``A = A * keep / (1 - rate)``, keep
+    drawn by :func:`_drop_keep` for rows row0.. and units unit0.."""
+    cdef Py_ssize_t i, j
+    cdef uint64_t thr = _drop_threshold(rate)
+    cdef floating scale = <floating>(1.0 / (1.0 - rate))
+    cdef floating* a
+    for i in range(n):
+        a = A + i * m
+        for j in range(m):
+            if _drop_keep(seed, row0 + i, unit0 + j, thr):
+                a[j] = a[j] * scale
+            else:
+                a[j] = 0
+
+
+cdef void dropout_backward_i(floating* D, const floating* A, Py_ssize_t n,
+                             Py_ssize_t m, int act, floating slope,
+                             double rate, uint64_t seed, uint64_t row0,
+                             uint64_t unit0) noexcept nogil:
+    """Hidden delta of a dropout layer, in place: ``D = D * keep * scale
+    * f'(Z)`` with ``scale = 1 / (1 - rate)``, ``f'`` taken from the stored
+    (dropped) activation ``A = keep * scale * f(Z)`` as ``f'`` of
+    ``A / scale``. PReLU: only ``D = D * keep * scale`` (its own backward
+    kernel follows, from the stored pre-activations)."""
+    cdef Py_ssize_t i, j
+    cdef uint64_t thr = _drop_threshold(rate)
+    cdef floating scale = <floating>(1.0 / (1.0 - rate))
+    cdef floating* d
+    cdef const floating* a
+    for i in range(n):
+        d = D + i * m
+        a = A + i * m
+        for j in range(m):
+            if not _drop_keep(seed, row0 + i, unit0 + j, thr):
+                d[j] = 0
+            elif act == ACT_PRELU:
+                d[j] = d[j] * scale
+            else:
+                d[j] = d[j] * scale * _act_deriv(act, a[j] / scale, slope)
+
+
+# --------------------------------------------------------------------------
 # Optimizer steps: one fused pass over a segment of the flat vectors.
 # ``l2`` adds the L2 gradient ``l2 * theta`` (weights only) on the fly.
 
@@ -611,16 +704,27 @@ cdef inline const floating* _slopes(const Net* net, const floating* theta,
     return theta + _slope_off(net, layer)
 
 
+cdef inline uint64_t _unit0(const Net* net, int layer) noexcept nogil:
+    """Number of hidden layer ``layer``'s first unit among all hidden
+    units (the dropout masks' unit counter)."""
+    cdef uint64_t off = 0
+    cdef int l
+    for l in range(1, layer):
+        off += <uint64_t>net.units[l]
+    return off
+
+
 cdef void rows_forward_backward(
         const Net* net, const floating* theta, const floating* X,
         const floating* Y, const floating* sw, Py_ssize_t r0, Py_ssize_t r1,
         floating* acts, floating* deltas, Py_ssize_t rows,
-        double* rowloss, floating* zsave) noexcept nogil:
+        double* rowloss, floating* zsave, uint64_t block_row=0) noexcept nogil:
     """Phase 1 for rows r0..r1 of a block whose row 0 is at X, Y, sw.
 
     ``zsave`` (PReLU only, else NULL) is laid out like the hidden part of
     ``acts``: pre-activations on the way forward, each row's term of the
-    slopes' gradient on the way back.
+    slopes' gradient on the way back. With dropout, ``block_row`` is the
+    block's row 0 in the masks' row counter (``net.drop_row0`` added).
     """
     cdef int L = net.n_layers
     cdef int l, fi, fo
@@ -648,6 +752,10 @@ cdef void rows_forward_backward(
             else:
                 bias_act_i(A, theta + net.offsets[L + l], m, fo,
                            net.hidden_act, <floating>net.act_param)
+            if net.dropout != NULL and net.dropout[l] > 0:
+                dropout_forward_i(A, m, fo, net.dropout[l], net.drop_seed,
+                                  net.drop_row0 + block_row + r0,
+                                  _unit0(net, l + 1))
         A_prev = A
     # Output: delta_L = sw * (P - Y), in place over A_L
     fo = net.units[L]
@@ -662,7 +770,15 @@ cdef void rows_forward_backward(
         # D = delta @ W_lᵀ
         gemm_rm(False, True, m, fi, fo, 1, delta, fo,
                 theta + net.offsets[l], fo, 0, D, fi)
-        if net.hidden_act == ACT_PRELU:
+        if net.dropout != NULL and net.dropout[l - 1] > 0:
+            dropout_backward_i(D, _at(net, acts, rows, l) + r0 * fi, m, fi,
+                               net.hidden_act, <floating>net.act_param,
+                               net.dropout[l - 1], net.drop_seed,
+                               net.drop_row0 + block_row + r0, _unit0(net, l))
+            if net.hidden_act == ACT_PRELU:
+                prelu_backward_i(D, _at(net, zsave, rows, l) + r0 * fi,
+                                 _slopes(net, theta, l), m, fi)
+        elif net.hidden_act == ACT_PRELU:
             prelu_backward_i(D, _at(net, zsave, rows, l) + r0 * fi,
                              _slopes(net, theta, l), m, fi)
         else:
@@ -884,7 +1000,35 @@ cdef Net _make_net(const int[::1] units, const Py_ssize_t[::1] offsets,
     net.n_threads = max(1, n_threads)
     net.act_param = act_param
     net.loss_param = loss_param
+    net.dropout = NULL
+    net.drop_seed = 0
+    net.drop_row0 = 0
     return net
+
+
+cdef void _set_dropout(Net* net, object dropout, uint64_t seed,
+                       uint64_t row0) except *:
+    """Turn dropout on in ``net`` when ``dropout`` (rates per hidden layer,
+    a C-contiguous float64 array kept alive by the caller) has a rate > 0."""
+    cdef const double[::1] rates
+    cdef int l
+    cdef bint any_on = False
+    if dropout is None:
+        return
+    rates = dropout
+    if rates.shape[0] != net.n_layers - 1:
+        raise ValueError(
+            f"dropout needs one rate per hidden layer ({net.n_layers - 1}), "
+            f"got {rates.shape[0]}")
+    for l in range(rates.shape[0]):
+        if not (0 <= rates[l] < 1):
+            raise ValueError(f"dropout rates must be in [0, 1), got {rates[l]}")
+        if rates[l] > 0:
+            any_on = True
+    if any_on:
+        net.dropout = &rates[0]
+        net.drop_seed = seed
+        net.drop_row0 = row0
 
 
 def param_offsets(units, prelu=False):
@@ -978,14 +1122,18 @@ def loss_grad(floating[::1] theta, floating[::1] grad,
               const int[::1] units, const Py_ssize_t[::1] offsets,
               int hidden_act, int out_act, double alpha,
               floating[::1] work, Py_ssize_t block_rows, int n_threads=1,
-              double act_param=0.0, double loss_param=1.0):
+              double act_param=0.0, double loss_param=1.0, dropout=None,
+              uint64_t dropout_seed=0, uint64_t dropout_row0=0):
     """Full-batch loss and gradient (the objective lbfgs minimises).
 
     The rows of ``X`` are processed in blocks of ``block_rows`` (the
     workspace is sized for that), the gradient accumulated over blocks, by
     ``n_threads`` OpenMP threads (call BLAS single-threaded).
     ``act_param`` is leaky_relu's slope, ``loss_param`` Huber's threshold
-    (``out_act`` = REGRESSION_LOSSES['huber']).
+    (``out_act`` = REGRESSION_LOSSES['huber']). ``dropout`` (float64 rates
+    per hidden layer, or None) applies the masks of rows ``dropout_row0``..
+    drawn with key ``dropout_seed`` (see :func:`dropout_keep`): the loss
+    and gradient of the network thinned by those fixed masks.
 
     Returns
     -------
@@ -998,6 +1146,7 @@ def loss_grad(floating[::1] theta, floating[::1] grad,
     """
     cdef Net net = _make_net(units, offsets, theta.shape[0], hidden_act,
                              out_act, n_threads, act_param, loss_param)
+    _set_dropout(&net, dropout, dropout_seed, dropout_row0)
     cdef Py_ssize_t n = X.shape[0]
     cdef Py_ssize_t nf = X.shape[1]
     cdef Py_ssize_t k = Y.shape[1]
@@ -1055,7 +1204,7 @@ def loss_grad(floating[::1] theta, floating[::1] grad,
             r1 = _part_q(nb, tid + 1, nt)
             rows_forward_backward(&net, theta_p, X_p + start * nf,
                                   Y_p + start * k, sw_p + start, r0, r1,
-                                  acts, deltas, rows, rowloss, zsave)
+                                  acts, deltas, rows, rowloss, zsave, start)
             cbp_barrier()
             params_grad(&net, grad_p, X_p + start * nf, nb, acts, deltas, rows,
                         scale, start > 0, tid, nt, zsave)
@@ -1082,7 +1231,8 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
                 bint nesterov, double beta_1, double beta_2, double epsilon,
                 Py_ssize_t[::1] step, floating[::1] work, int n_threads=1,
                 double act_param=0.0, double rho=0.9, double weight_decay=0.0,
-                double loss_param=1.0):
+                double loss_param=1.0, dropout=None, uint64_t dropout_seed=0,
+                uint64_t dropout_row0=0):
     """One epoch of mini-batch training, in place, without the GIL.
 
     Batches are consecutive runs of ``batch_size`` entries of ``order``
@@ -1100,7 +1250,11 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
     right if the epoch is interrupted. Pending signals (Ctrl-C) are checked
     between batches: the exception is raised with theta as it was after
     the last whole step. ``act_param`` is leaky_relu's slope,
-    ``loss_param`` Huber's threshold.
+    ``loss_param`` Huber's threshold. ``dropout`` (float64 rates per hidden
+    layer, or None: off) drops hidden units at training with inverted
+    scaling; the masks of the epoch's i-th row are those of row counter
+    ``dropout_row0 + i`` under key ``dropout_seed`` (see
+    :func:`dropout_keep`), whatever the thread count.
 
     Returns
     -------
@@ -1115,6 +1269,7 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
     """
     cdef Net net = _make_net(units, offsets, theta.shape[0], hidden_act,
                              out_act, n_threads, act_param, loss_param)
+    _set_dropout(&net, dropout, dropout_seed, dropout_row0)
     cdef Optim opt
     cdef floating* zsave
     cdef Py_ssize_t n = X.shape[0]
@@ -1231,7 +1386,7 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
                 Yc = Y_p + start * k
                 swc = sw_p + start
             rows_forward_backward(&net, theta_p, Xc, Yc, swc, r0, r1, acts,
-                                  deltas, rows, rowloss, zsave)
+                                  deltas, rows, rowloss, zsave, start)
             cbp_barrier()
             # every thread sums the same numbers in the same order, so all
             # take the same decisions below
@@ -1580,3 +1735,39 @@ def batch_weight_sums(const floating[::1] sample_weight,
                 r = order[i] if shuffled else i
                 s = s + sample_weight[r]
             out[j] = s
+
+
+def dropout_keep(uint64_t seed, uint64_t row0, Py_ssize_t n_rows,
+                 uint64_t unit0, Py_ssize_t n_units, double rate):
+    """The dropout masks the core draws, for tests and inspection.
+
+    Parameters
+    ----------
+    seed : int
+        The masks' key (``dropout_seed``).
+    row0 : int
+        Row counter of the first row (``dropout_row0`` + the row's position).
+    n_rows : int
+        Number of rows.
+    unit0 : int
+        Number of the first unit among all hidden units (layer after layer).
+    n_units : int
+        Number of units.
+    rate : float
+        The dropout rate, in [0, 1).
+
+    Returns
+    -------
+    keep : ndarray of bool, shape (n_rows, n_units)
+    """
+    cdef Py_ssize_t i, j
+    cdef uint64_t thr
+    if not (0 <= rate < 1):
+        raise ValueError(f"dropout rates must be in [0, 1), got {rate}")
+    thr = _drop_threshold(rate)
+    keep = np.empty((n_rows, n_units), dtype=np.uint8)
+    cdef unsigned char[:, ::1] k = keep
+    for i in range(n_rows):
+        for j in range(n_units):
+            k[i, j] = _drop_keep(seed, row0 + i, unit0 + j, thr)
+    return keep.astype(bool)

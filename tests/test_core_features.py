@@ -328,3 +328,125 @@ def test_core_rejects_bad_huber_threshold():
         _core.loss_grad(theta, np.empty_like(theta), X, Y, sw, units, offsets, 2,
                         _core.REGRESSION_LOSSES["huber"], 0.0, work, X.shape[0], 1,
                         loss_param=0.0)
+
+
+# ---------------------------------------------------------------------------
+# Dropout: counter-based masks, inverted scaling, gradient with fixed masks.
+
+
+def test_dropout_masks_are_a_pure_function_of_seed_row_and_unit():
+    keep = _core.dropout_keep(7, 0, 400, 0, 500, 0.3)
+    assert keep.shape == (400, 500) and keep.dtype == bool
+    assert abs(keep.mean() - 0.7) < 0.01
+    # any sub-block is the same bits: no state, no dependence on blocking
+    np.testing.assert_array_equal(_core.dropout_keep(7, 100, 50, 20, 30, 0.3),
+                                  keep[100:150, 20:50])
+    # rows, units and seeds decorrelate
+    assert abs((keep[:-1] == keep[1:]).mean() - 0.58) < 0.02
+    assert abs((keep[:, :-1] == keep[:, 1:]).mean() - 0.58) < 0.02
+    other = _core.dropout_keep(8, 0, 400, 0, 500, 0.3)
+    assert abs((keep == other).mean() - 0.58) < 0.02
+    assert _core.dropout_keep(7, 0, 10, 0, 10, 0.0).all()
+    with pytest.raises(ValueError, match="dropout"):
+        _core.dropout_keep(7, 0, 1, 0, 1, 1.0)
+
+
+def _masks(units, rates, seed, row0, n):
+    """The reference's scaled masks for n rows from row counter row0."""
+    masks, unit0 = [], 0
+    for width, rate in zip(units[1:-1], rates):
+        keep = _core.dropout_keep(seed, row0, n, unit0, int(width), rate)
+        masks.append(keep / (1 - rate))
+        unit0 += int(width)
+    return masks
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("hidden", ["relu", "tanh", "logistic", "elu", "softplus",
+                                    "leaky_relu", "prelu"])
+def test_dropout_gradient_with_fixed_masks_matches_finite_differences(hidden, dtype):
+    X, Y, sw, units, offsets, theta = _problem("softmax", dtype, hidden, n=23)
+    rates = np.array([0.3, 0.5])
+    seed, row0 = 12345, 1000
+    # blocks of 5 rows over 2 threads: each block's rows take their own masks
+    loss, grad = _loss_grad(theta, X, Y, sw, units, offsets, hidden, "softmax", 0.1,
+                            rows=5, dropout=rates, dropout_seed=seed, dropout_row0=row0)
+    masks = _masks(units, rates, seed, row0, X.shape[0])
+    assert all((m == 0).any() and (m > 0).any() for m in masks)
+    t64 = theta.astype(np.float64)
+    X64, Y64, sw64 = (a.astype(np.float64) for a in (X, Y, sw))
+
+    def f(t):
+        c, b, s = _unpack(t, units, offsets)
+        return ref_objective(c, b, X64, Y64, sw64, hidden, "softmax", 0.1, slopes=s,
+                             masks=masks)
+
+    fd = _central_differences(f, t64)
+    tol = {np.float32: 2e-3, np.float64: 1e-7}[dtype]
+    np.testing.assert_allclose(loss, f(t64), rtol=tol)
+    np.testing.assert_allclose(grad, fd, rtol=tol, atol=tol * np.abs(fd).max())
+    plain, _ = _loss_grad(theta, X, Y, sw, units, offsets, hidden, "softmax", 0.1)
+    assert abs(plain - loss) > 1e-3
+
+
+def _dropout_epoch(nt, dropout, solver="adam", order=True, dtype=np.float64):
+    rng = np.random.RandomState(0)
+    units = np.array([20, 60, 50, 3], np.intc)
+    offsets, P = _core.param_offsets(units)
+    n = 250
+    X = rng.normal(size=(n, 20)).astype(dtype)
+    Y = np.eye(3, dtype=dtype)[rng.randint(0, 3, n)]
+    sw = np.ones(n, dtype)
+    theta = rng.uniform(-0.2, 0.2, P).astype(dtype)
+    perm = rng.permutation(n).astype(np.intp) if order else None
+    work = np.empty(_core.train_workspace_size(units, 64), dtype)
+    s1, s2 = np.zeros_like(theta), np.zeros_like(theta)
+    out = _core.train_epoch(theta, np.empty_like(theta), s1, s2, X, Y, sw, perm, 64, units,
+                            offsets, 3, 2, 1e-3, _core.SOLVERS[solver], 1e-2, 0.9, True,
+                            0.9, 0.999, 1e-8, np.zeros(1, np.intp), work, nt,
+                            dropout=dropout, dropout_seed=99, dropout_row0=500)
+    return theta, out
+
+
+def test_dropout_epoch_is_independent_of_the_thread_count():
+    rates = np.array([0.5, 0.2])
+    ref, _ = _dropout_epoch(1, rates)
+    for nt in (2, 3):
+        theta, _ = _dropout_epoch(nt, rates)
+        np.testing.assert_array_equal(theta, ref)
+    plain, _ = _dropout_epoch(1, None)
+    assert not np.allclose(plain, ref)
+
+
+def test_zero_dropout_rates_are_bit_identical_to_none():
+    for dtype in DTYPES:
+        a, out_a = _dropout_epoch(2, None, dtype=dtype)
+        b, out_b = _dropout_epoch(2, np.zeros(2), dtype=dtype)
+        np.testing.assert_array_equal(a, b)
+        assert out_a == out_b
+
+
+def test_dropout_train_epoch_step_is_the_fixed_mask_gradient():
+    """One full-batch sgd step (no momentum) moves theta by -lr times the
+    loss_grad gradient under the same masks (row counter dropout_row0)."""
+    X, Y, sw, units, offsets, theta = _problem("identity", np.float64, "tanh", n=30)
+    rates = np.array([0.25, 0.4])
+    _, g = _loss_grad(theta, X, Y, sw, units, offsets, "tanh", "identity", 0.0,
+                      dropout=rates, dropout_seed=5, dropout_row0=77)
+    stepped = theta.copy()
+    work = np.empty(_core.train_workspace_size(units, 30))
+    _core.train_epoch(stepped, np.empty_like(theta), np.zeros_like(theta), theta[:0], X, Y,
+                      sw, None, 30, units, offsets, 2, 0, 0.0, _core.SOLVERS["sgd"], 0.1,
+                      0.0, False, 0.9, 0.999, 1e-8, np.zeros(1, np.intp), work, 2,
+                      dropout=rates, dropout_seed=5, dropout_row0=77)
+    np.testing.assert_allclose(stepped, theta - 0.1 * g, rtol=1e-12, atol=1e-14)
+
+
+def test_core_rejects_bad_dropout():
+    X, Y, sw, units, offsets, theta = _problem("identity", np.float64)
+    with pytest.raises(ValueError, match="one rate per hidden layer"):
+        _loss_grad(theta, X, Y, sw, units, offsets, "tanh", "identity", 0.0,
+                   dropout=np.array([0.1]))
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        _loss_grad(theta, X, Y, sw, units, offsets, "tanh", "identity", 0.0,
+                   dropout=np.array([0.1, 1.0]))
