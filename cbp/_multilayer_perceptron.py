@@ -273,6 +273,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         "solver": [StrOptions({"lbfgs", "sgd", "adam", "rmsprop"})],
         "rho": [Interval(Real, 0, 1, closed="left")],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "dropout": [Interval(Real, 0, 1, closed="left"), "array-like"],
         "alpha": [Interval(Real, 0, None, closed="left")],
         "batch_size": [
             StrOptions({"auto"}),
@@ -341,6 +342,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         leaky_relu_slope=0.01,
         rho=0.9,
         weight_decay=0.0,
+        dropout=0.0,
     ):
         self.activation = activation
         self.solver = solver
@@ -372,6 +374,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         self.leaky_relu_slope = leaky_relu_slope
         self.rho = rho
         self.weight_decay = weight_decay
+        self.dropout = dropout
 
     # ------------------------------------------------------------------
     # Parameters: one flat vector, coefs_/intercepts_ are views into it.
@@ -499,6 +502,27 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         """Per-sample weights from class_weight (classifier), or None."""
         return None
 
+    def _check_dropout(self, n_hidden):
+        """The dropout rate of each hidden layer (float64), None when all are 0."""
+        rates = np.asarray(self.dropout, dtype=np.float64)
+        if rates.ndim == 0:
+            rates = np.full(n_hidden, float(rates))
+        elif rates.ndim != 1 or rates.shape[0] != n_hidden:
+            raise ValueError(
+                f"dropout must be a float or one rate per hidden layer "
+                f"({n_hidden}), got {self.dropout!r}."
+            )
+        if not ((rates >= 0) & (rates < 1)).all():
+            raise ValueError(f"dropout rates must be in [0, 1), got {self.dropout!r}.")
+        if not rates.any():
+            return None
+        if self.solver == "lbfgs":
+            raise ValueError(
+                "dropout needs a stochastic solver ('sgd', 'adam', 'rmsprop'): "
+                "'lbfgs' minimises a fixed full-batch objective."
+            )
+        return np.ascontiguousarray(rates)
+
     def _output_code(self):
         """The core's code of the output activation and its loss."""
         return _core.OUTPUT_ACTIVATIONS[self.out_activation_]
@@ -542,6 +566,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
                 "the stochastic solvers ('sgd', 'adam', 'rmsprop'); 'lbfgs' has no "
                 "step size to scale it. Use alpha (the L2 penalty) with 'lbfgs'."
             )
+        self._dropout_rates = self._check_dropout(len(hidden_layer_sizes))
         first_pass = not hasattr(self, "coefs_") or (
             not self.warm_start and not incremental
         )
@@ -738,6 +763,14 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         options = self._core_options()
         n_threads = _n_threads(self.n_jobs)
         options = {**self._core_options(), **self._loss_options()}
+        dropout = self._dropout_rates
+        if dropout is not None:
+            # the masks' key; each epoch's rows are counted from t_ on, so
+            # every epoch (and partial_fit call) draws new masks
+            self._dropout_seed = int(
+                self._random_state.randint(np.iinfo(np.int64).max, dtype=np.int64)
+            )
+            options.update(dropout=dropout, dropout_seed=self._dropout_seed)
 
         feedback = _EpochFeedback(self, incremental)
         try:
@@ -769,7 +802,8 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
                         bool(self.nesterovs_momentum), float(self.beta_1),
                         float(self.beta_2), float(self.epsilon), optimizer.step,
                         work, n_threads, rho=float(self.rho),
-                        weight_decay=float(self.weight_decay), **options,
+                        weight_decay=float(self.weight_decay),
+                        dropout_row0=int(self.t_), **options,
                     )
                 if status != _core.STATUS_OK or not np.isfinite(theta).all():
                     if not np.isfinite(theta).all():
@@ -1195,6 +1229,18 @@ _CLASS_DOC_PARAMS = """
         Slope of 'leaky_relu' for z <= 0, >= 0 (0 gives 'relu'). Ignored
         by the other activations.
 
+    dropout : float or array-like of float, default=0.0
+        Dropout rate of the hidden layers, one for all or one per hidden
+        layer, each in [0, 1); 0 turns it off (and training is then
+        exactly as without it). While training with a stochastic solver,
+        each hidden unit's activation is set to 0 with that probability and
+        the kept ones are scaled by ``1 / (1 - rate)`` (inverted dropout);
+        prediction uses the whole network. The masks come from a hash of
+        (a key drawn from random_state, the sample's position counted over
+        all epochs, the unit), so they are reproducible with random_state
+        and independent of n_jobs. 'lbfgs' rejects rates > 0. ``loss_`` and
+        ``loss_curve_`` are the losses of the thinned networks.
+
     rho : float, default=0.9
         Decay rate of 'rmsprop''s running mean of squared gradients, in
         [0, 1). Ignored by the other solvers.
@@ -1344,6 +1390,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         leaky_relu_slope=0.01,
         rho=0.9,
         weight_decay=0.0,
+        dropout=0.0,
         class_weight=None,
     ):
         self.class_weight = class_weight
@@ -1378,6 +1425,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
             leaky_relu_slope=leaky_relu_slope,
             rho=rho,
             weight_decay=weight_decay,
+            dropout=dropout,
         )
 
     def _validate_input(self, X, y, incremental, reset):
@@ -1650,6 +1698,7 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
         leaky_relu_slope=0.01,
         rho=0.9,
         weight_decay=0.0,
+        dropout=0.0,
         huber_delta=1.0,
     ):
         self.huber_delta = huber_delta
@@ -1684,6 +1733,7 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
             leaky_relu_slope=leaky_relu_slope,
             rho=rho,
             weight_decay=weight_decay,
+            dropout=dropout,
         )
 
     def predict(self, X):

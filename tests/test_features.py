@@ -398,3 +398,112 @@ def test_class_weight_errors():
     clf = MLPClassifier(class_weight={0: 2.0}, random_state=0)
     clf.partial_fit(X, y, classes=[0, 1])
     assert clf.n_iter_ == 1
+
+
+# ---------------------------------------------------------------------------
+# Dropout
+
+
+def test_zero_dropout_is_bit_identical_to_none(digits):
+    X, y = digits
+    kw = dict(hidden_layer_sizes=(20, 10), max_iter=3, random_state=0)
+    plain = _fit_quiet(MLPClassifier(**kw), X, y)
+    for rate in (0.0, [0.0, 0.0]):
+        zero = _fit_quiet(MLPClassifier(dropout=rate, **kw), X, y)
+        np.testing.assert_array_equal(zero._theta, plain._theta)
+        assert zero.loss_curve_ == plain.loss_curve_
+
+
+def test_dropout_is_reproducible_and_independent_of_n_jobs(digits):
+    X, y = digits
+    kw = dict(hidden_layer_sizes=(60, 30), max_iter=3, dropout=[0.5, 0.2], batch_size=64)
+    a = _fit_quiet(MLPClassifier(random_state=0, n_jobs=1, **kw), X, y)
+    b = _fit_quiet(MLPClassifier(random_state=0, n_jobs=2, **kw), X, y)
+    c = _fit_quiet(MLPClassifier(random_state=0, n_jobs=3, **kw), X, y)
+    np.testing.assert_array_equal(a._theta, b._theta)
+    np.testing.assert_array_equal(a._theta, c._theta)
+    other = _fit_quiet(MLPClassifier(random_state=1, **kw), X, y)
+    assert not np.allclose(a._theta, other._theta)
+    plain = _fit_quiet(MLPClassifier(random_state=0, **{**kw, "dropout": 0.0}), X, y)
+    assert not np.allclose(a._theta, plain._theta)
+    # the thinned networks' losses are higher than the whole network's
+    assert a.loss_ > plain.loss_
+
+
+def test_dropout_is_off_at_prediction(digits):
+    X, y = digits
+    clf = _fit_quiet(MLPClassifier(hidden_layer_sizes=(30,), dropout=0.5, max_iter=30,
+                                   learning_rate_init=0.01, random_state=0), X, y)
+    p1 = clf.predict_proba(X)
+    np.testing.assert_array_equal(p1, clf.predict_proba(X))
+    whole = clf.set_params(dropout=0.0).predict_proba(X)
+    np.testing.assert_array_equal(p1, whole)
+    assert clf.score(X, y) > 0.9
+
+
+def test_dropout_partial_fit_draws_new_masks_each_call(digits):
+    X, y = digits
+    kw = dict(hidden_layer_sizes=(30,), dropout=0.3, random_state=0, shuffle=False)
+    inc = MLPClassifier(**kw)
+    inc.partial_fit(X, y, classes=np.unique(y))
+    inc.partial_fit(X, y)
+    seed, t_before = inc._dropout_seed, inc.t_
+    inc.partial_fit(X, y)
+    # each call restarts random_state, so calls 2 and 3 draw the same key, but
+    # rows are counted on from t_: the masks of the two epochs differ
+    assert inc._dropout_seed == seed and t_before == 2 * X.shape[0]
+    keep_2 = _core_dropout_keep(seed, X.shape[0], X.shape[0], 30, 0.3)
+    keep_3 = _core_dropout_keep(seed, t_before, X.shape[0], 30, 0.3)
+    assert 0.5 < (keep_2 == keep_3).mean() < 0.65
+    # and partial_fit is reproducible
+    again = MLPClassifier(**kw)
+    for _ in range(3):
+        again.partial_fit(X, y, classes=np.unique(y))
+    np.testing.assert_array_equal(again._theta, inc._theta)
+
+
+def _core_dropout_keep(seed, row0, n, width, rate):
+    from cbp import _core
+
+    return _core.dropout_keep(seed, row0, n, 0, width, rate)
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "prelu"])
+def test_dropout_estimator_step_is_the_fixed_mask_gradient(activation):
+    """One full-batch sgd step of the estimator == -lr x the finite-difference
+    gradient of the reference objective under the masks it drew."""
+    from cbp import _core
+
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(40, 4))
+    y = rng.randint(0, 3, 40)
+    kw = dict(hidden_layer_sizes=(6, 5), activation=activation, solver="sgd",
+              momentum=0.0, batch_size=40, shuffle=False, alpha=0.01, max_iter=1,
+              random_state=0, dropout=[0.3, 0.5])
+    init = _fit_quiet(MLPClassifier(**{**kw, "learning_rate_init": 1e-300}), X, y)
+    t0 = init._theta.copy()
+    stepped = _fit_quiet(MLPClassifier(**{**kw, "learning_rate_init": 0.3}), X, y)
+    seed = stepped._dropout_seed
+    masks = [_core.dropout_keep(seed, 0, 40, 0, 6, 0.3) / 0.7,
+             _core.dropout_keep(seed, 0, 40, 6, 5, 0.5) / 0.5]
+    Y = np.eye(3)[y]
+
+    def f(t):
+        c, b, s = _flat_to_lists(stepped, t)
+        return ref_objective(c, b, X, Y, np.ones(40), activation, "softmax", 0.01,
+                             slopes=s, masks=masks)
+
+    g = _fd_grad(f, t0)
+    np.testing.assert_allclose(stepped._theta, t0 - 0.3 * g, rtol=1e-6, atol=1e-8)
+
+
+def test_bad_dropout_values():
+    X, y = np.random.RandomState(0).normal(size=(10, 2)), [0, 1] * 5
+    with pytest.raises(ValueError, match="dropout"):
+        MLPClassifier(dropout=1.0).fit(X, y)
+    with pytest.raises(ValueError, match="one rate per hidden layer"):
+        MLPClassifier(hidden_layer_sizes=(5, 5), dropout=[0.1]).fit(X, y)
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        MLPClassifier(hidden_layer_sizes=(5,), dropout=[-0.1]).fit(X, y)
+    with pytest.raises(ValueError, match="lbfgs"):
+        MLPRegressor(solver="lbfgs", dropout=0.2).fit(X, y)
