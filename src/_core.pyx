@@ -131,6 +131,17 @@ cdef struct Net:
     uint64_t drop_row0        # counter of row 0 of the call (see _drop_keep)
 
 
+cdef struct CSR:
+    # A sparse input batch source: X in compressed sparse rows, the values
+    # passed separately (fused type) where a dense X would be.
+    const Py_ssize_t* indptr
+    const Py_ssize_t* indices
+    const Py_ssize_t* rowmap  # matrix row of the epoch's i-th row, or NULL: i
+    Py_ssize_t n_rows
+    Py_ssize_t n_cols
+    Py_ssize_t nnz
+
+
 cdef struct Optim:
     int solver
     double learning_rate
@@ -476,6 +487,60 @@ cdef void colsum_i(floating* out, const floating* D, Py_ssize_t n,
 
 
 # --------------------------------------------------------------------------
+# Sparse first layer: X in CSR, rows found through ``_csr_row``.
+
+cdef inline Py_ssize_t _csr_row(const CSR* c, Py_ssize_t i) noexcept nogil:
+    """Matrix row of the epoch's (or call's) i-th row."""
+    return c.rowmap[i] if c.rowmap != NULL else i
+
+
+cdef void csr_matmul_i(floating* A, const floating* data, const CSR* c,
+                       Py_ssize_t i0, Py_ssize_t i1, const floating* W,
+                       Py_ssize_t fo) noexcept nogil:
+    """``A[i - i0] = X[row(i)] @ W`` for rows i0..i1, X sparse (CSR × dense)."""
+    cdef Py_ssize_t i, j, p, row
+    cdef floating v
+    cdef floating* a
+    cdef const floating* w
+    for i in range(i0, i1):
+        a = A + (i - i0) * fo
+        for j in range(fo):
+            a[j] = 0
+        row = _csr_row(c, i)
+        for p in range(c.indptr[row], c.indptr[row + 1]):
+            v = data[p]
+            w = W + c.indices[p] * fo
+            for j in range(fo):
+                a[j] += v * w[j]
+
+
+cdef void csr_grad_i(floating* G, const floating* data, const CSR* c,
+                     Py_ssize_t i0, Py_ssize_t nb, const floating* delta,
+                     Py_ssize_t fo, Py_ssize_t f0, Py_ssize_t f1,
+                     floating scale, bint accumulate) noexcept nogil:
+    """``G[f0:f1] (+)= scale * X[rows]ᵀ[f0:f1] @ delta`` for the nb rows
+    from i0, X sparse; each thread owns its feature rows f0..f1 of G and
+    adds the rows' terms in row order, so no result depends on the split."""
+    cdef Py_ssize_t i, j, p, f, row
+    cdef floating v
+    cdef floating* g
+    cdef const floating* d
+    if not accumulate:
+        for j in range(f0 * fo, f1 * fo):
+            G[j] = 0
+    for i in range(nb):
+        row = _csr_row(c, i0 + i)
+        d = delta + i * fo
+        for p in range(c.indptr[row], c.indptr[row + 1]):
+            f = c.indices[p]
+            if f0 <= f < f1:
+                v = scale * data[p]
+                g = G + f * fo
+                for j in range(fo):
+                    g[j] += v * d[j]
+
+
+# --------------------------------------------------------------------------
 # Dropout. Whether unit ``unit`` of row ``row`` is kept is a pure function
 # of (seed, row, unit): a counter-based hash (SplitMix64's finaliser), so the
 # masks need no RNG state, no storage (the backward pass recomputes them)
@@ -718,13 +783,16 @@ cdef void rows_forward_backward(
         const Net* net, const floating* theta, const floating* X,
         const floating* Y, const floating* sw, Py_ssize_t r0, Py_ssize_t r1,
         floating* acts, floating* deltas, Py_ssize_t rows,
-        double* rowloss, floating* zsave, uint64_t block_row=0) noexcept nogil:
+        double* rowloss, floating* zsave, Py_ssize_t block_row=0,
+        const CSR* csr=NULL) noexcept nogil:
     """Phase 1 for rows r0..r1 of a block whose row 0 is at X, Y, sw.
 
     ``zsave`` (PReLU only, else NULL) is laid out like the hidden part of
     ``acts``: pre-activations on the way forward, each row's term of the
-    slopes' gradient on the way back. With dropout, ``block_row`` is the
-    block's row 0 in the masks' row counter (``net.drop_row0`` added).
+    slopes' gradient on the way back. ``block_row`` is the block's row 0
+    in the epoch (the dropout masks' row counter, ``net.drop_row0`` added).
+    With ``csr`` (sparse X), X holds its values and the block's rows are
+    found from ``block_row`` (:func:`_csr_row`).
     """
     cdef int L = net.n_layers
     cdef int l, fi, fo
@@ -736,14 +804,19 @@ cdef void rows_forward_backward(
     if m <= 0:
         return
     # Forward: A_{l+1} = f(A_l @ W_l + b_l)
-    A_prev = X + r0 * net.units[0]
+    A_prev = X + r0 * net.units[0] if csr == NULL else X
     for l in range(L):
         fi = net.units[l]
         fo = net.units[l + 1]
         A = _at(net, acts, rows, l + 1) + r0 * fo
-        # A = A_prev @ W_l
-        gemm_rm(False, False, m, fo, fi, 1, A_prev, fi,
-                theta + net.offsets[l], fo, 0, A, fo)
+        if l == 0 and csr != NULL:
+            # A = X[rows] @ W_0, X sparse
+            csr_matmul_i(A, X, csr, block_row + r0, block_row + r1,
+                         theta + net.offsets[0], fo)
+        else:
+            # A = A_prev @ W_l
+            gemm_rm(False, False, m, fo, fi, 1, A_prev, fi,
+                    theta + net.offsets[l], fo, 0, A, fo)
         if l < L - 1:
             if net.hidden_act == ACT_PRELU:
                 prelu_forward_i(A, theta + net.offsets[L + l],
@@ -754,7 +827,7 @@ cdef void rows_forward_backward(
                            net.hidden_act, <floating>net.act_param)
             if net.dropout != NULL and net.dropout[l] > 0:
                 dropout_forward_i(A, m, fo, net.dropout[l], net.drop_seed,
-                                  net.drop_row0 + block_row + r0,
+                                  net.drop_row0 + <uint64_t>(block_row + r0),
                                   _unit0(net, l + 1))
         A_prev = A
     # Output: delta_L = sw * (P - Y), in place over A_L
@@ -774,7 +847,8 @@ cdef void rows_forward_backward(
             dropout_backward_i(D, _at(net, acts, rows, l) + r0 * fi, m, fi,
                                net.hidden_act, <floating>net.act_param,
                                net.dropout[l - 1], net.drop_seed,
-                               net.drop_row0 + block_row + r0, _unit0(net, l))
+                               net.drop_row0 + <uint64_t>(block_row + r0),
+                               _unit0(net, l))
             if net.hidden_act == ACT_PRELU:
                 prelu_backward_i(D, _at(net, zsave, rows, l) + r0 * fi,
                                  _slopes(net, theta, l), m, fi)
@@ -790,13 +864,15 @@ cdef void rows_forward_backward(
 cdef void params_grad(const Net* net, floating* grad, const floating* X,
                       Py_ssize_t nb, floating* acts, floating* deltas,
                       Py_ssize_t rows, floating scale, bint accumulate,
-                      int tid, int nt, floating* zsave) noexcept nogil:
+                      int tid, int nt, floating* zsave,
+                      Py_ssize_t block_row=0, const CSR* csr=NULL) noexcept nogil:
     """Phase 2: thread ``tid``'s share of the gradient of a block of nb rows.
 
     ``grad W_l[r0:r1] (+)= scale * A_l[:, r0:r1]ᵀ @ delta_{l+1}`` and
     ``grad b_l[c0:c1] (+)= scale * delta_{l+1}[:, c0:c1].sum(axis=0)``;
     with PReLU, ``grad a_l[c0:c1] (+)= scale * zsave_l[:, c0:c1].sum(axis=0)``
-    (zsave holding the rows' terms left by phase 1).
+    (zsave holding the rows' terms left by phase 1). With ``csr``, X is
+    sparse as in :func:`rows_forward_backward`.
     """
     cdef int L = net.n_layers
     cdef int l, fi, fo
@@ -817,7 +893,11 @@ cdef void params_grad(const Net* net, floating* grad, const floating* X,
             delta = _at(net, deltas, rows, l + 1)
         r0 = _part_q(fi, tid, nt)
         r1 = _part_q(fi, tid + 1, nt)
-        if r1 > r0:
+        if l == 0 and csr != NULL:
+            if r1 > r0:
+                csr_grad_i(grad + net.offsets[0], X, csr, block_row, nb, delta,
+                           fo, r0, r1, scale, accumulate)
+        elif r1 > r0:
             # grad W_l[r0:r1] (+)= scale * A_l[:, r0:r1].T @ delta
             gemm_rm(True, False, <int>(r1 - r0), fo, <int>nb, scale, A_l + r0,
                     fi, delta, fo, beta, grad + net.offsets[l] + r0 * fo, fo)
@@ -897,8 +977,10 @@ cdef double params_l2(const Net* net, const floating* theta, floating* grad,
 
 cdef void forward_rows(const Net* net, const floating* theta,
                        const floating* X, Py_ssize_t n, floating* out,
-                       floating* buf0, floating* buf1) noexcept nogil:
-    """Prediction for n rows into ``out`` (n × units[L])."""
+                       floating* buf0, floating* buf1, Py_ssize_t row0=0,
+                       const CSR* csr=NULL) noexcept nogil:
+    """Prediction for n rows into ``out`` (n × units[L]); with ``csr``,
+    rows row0.. of the sparse X whose values are at X."""
     cdef int L = net.n_layers
     cdef int l, fi, fo
     cdef const floating* A_prev = X
@@ -912,9 +994,13 @@ cdef void forward_rows(const Net* net, const floating* theta,
             A = buf0
         else:
             A = buf1
-        # A = A_prev @ W_l
-        gemm_rm(False, False, <int>n, fo, fi, 1, A_prev, fi,
-                theta + net.offsets[l], fo, 0, A, fo)
+        if l == 0 and csr != NULL:
+            # A = X[row0:row0 + n] @ W_0, X sparse
+            csr_matmul_i(A, X, csr, row0, row0 + n, theta + net.offsets[0], fo)
+        else:
+            # A = A_prev @ W_l
+            gemm_rm(False, False, <int>n, fo, fi, 1, A_prev, fi,
+                    theta + net.offsets[l], fo, 0, A, fo)
         if l < L - 1:
             if net.hidden_act == ACT_PRELU:
                 prelu_forward_i(A, theta + net.offsets[L + l],
@@ -1062,17 +1148,18 @@ def param_offsets(units, prelu=False):
     return offsets, pos
 
 
-def train_workspace_size(units, Py_ssize_t rows, prelu=False):
+def train_workspace_size(units, Py_ssize_t rows, prelu=False, sparse=False):
     """Number of elements of the training workspace for blocks of ``rows``.
 
     Layout: activations A_1..A_L, hidden deltas D_1..D_{L-1}, gather
-    buffers for a shuffled batch (X, Y, sample weight), then room for one
-    double per row (the per-row losses), 8-byte aligned; with ``prelu``,
-    then the hidden pre-activations (see :func:`_zsave_area`).
+    buffers for a shuffled batch (X, Y, sample weight; no X with a
+    ``sparse`` X), then room for one double per row (the per-row losses),
+    8-byte aligned; with ``prelu``, then the hidden pre-activations (see
+    :func:`_zsave_area`).
     """
     L = len(units) - 1
     floats = rows * (2 * sum(int(u) for u in units[1:]) - int(units[L])
-                     + int(units[0]) + int(units[L]) + 1)
+                     + (0 if sparse else int(units[0])) + int(units[L]) + 1)
     if prelu:
         floats += rows * sum(int(u) for u in units[1:L])
     return floats + 2 * rows + 2
@@ -1091,6 +1178,41 @@ cdef Py_ssize_t _share_capacity(Py_ssize_t rows, int nt) noexcept nogil:
     """Most rows any thread's share (``_part_q``) of ``rows`` can hold."""
     cdef Py_ssize_t nq = (rows + SPLIT_QUANTUM - 1) // SPLIT_QUANTUM
     return min(rows, ((nq + nt - 1) // nt) * SPLIT_QUANTUM)
+
+
+cdef bint _csr_init(CSR* c, object X_csr, bint dense_given) except -1:
+    """Point ``c`` at ``X_csr = (data, indices, indptr, n_cols)`` (indices
+    and indptr intp arrays the caller keeps alive), after checking them;
+    return False when X is dense (``X_csr`` None)."""
+    cdef const Py_ssize_t[::1] ind
+    cdef const Py_ssize_t[::1] ptr
+    cdef Py_ssize_t i, n, nnz, n_cols
+    if X_csr is None:
+        if not dense_given:
+            raise ValueError("X (dense) or X_csr (sparse) is needed")
+        return False
+    if dense_given:
+        raise ValueError("pass X or X_csr, not both")
+    data, indices, indptr, n_cols = X_csr
+    ind = indices
+    ptr = indptr
+    n = ptr.shape[0] - 1
+    nnz = ind.shape[0]
+    if n < 0 or ptr[0] != 0 or ptr[n] != nnz or len(data) != nnz:
+        raise ValueError("X_csr: indptr must run from 0 to the number of values")
+    for i in range(n):
+        if ptr[i + 1] < ptr[i]:
+            raise ValueError("X_csr: indptr must not decrease")
+    for i in range(nnz):
+        if ind[i] < 0 or ind[i] >= n_cols:
+            raise ValueError("X_csr: a column index is out of range")
+    c.indptr = &ptr[0]
+    c.indices = &ind[0] if nnz > 0 else NULL
+    c.rowmap = NULL
+    c.n_rows = n
+    c.n_cols = n_cols
+    c.nnz = nnz
+    return True
 
 
 cdef void _check_rows(Py_ssize_t rows) except *:
@@ -1123,7 +1245,7 @@ def loss_grad(floating[::1] theta, floating[::1] grad,
               int hidden_act, int out_act, double alpha,
               floating[::1] work, Py_ssize_t block_rows, int n_threads=1,
               double act_param=0.0, double loss_param=1.0, dropout=None,
-              uint64_t dropout_seed=0, uint64_t dropout_row0=0):
+              uint64_t dropout_seed=0, uint64_t dropout_row0=0, X_csr=None):
     """Full-batch loss and gradient (the objective lbfgs minimises).
 
     The rows of ``X`` are processed in blocks of ``block_rows`` (the
@@ -1133,7 +1255,10 @@ def loss_grad(floating[::1] theta, floating[::1] grad,
     (``out_act`` = REGRESSION_LOSSES['huber']). ``dropout`` (float64 rates
     per hidden layer, or None) applies the masks of rows ``dropout_row0``..
     drawn with key ``dropout_seed`` (see :func:`dropout_keep`): the loss
-    and gradient of the network thinned by those fixed masks.
+    and gradient of the network thinned by those fixed masks. A sparse X
+    is passed as ``X_csr = (data, indices, indptr, n_features)`` (indices
+    and indptr of intp, data of theta's dtype) with ``X=None``; the first
+    layer then multiplies it in CSR form.
 
     Returns
     -------
@@ -1147,8 +1272,13 @@ def loss_grad(floating[::1] theta, floating[::1] grad,
     cdef Net net = _make_net(units, offsets, theta.shape[0], hidden_act,
                              out_act, n_threads, act_param, loss_param)
     _set_dropout(&net, dropout, dropout_seed, dropout_row0)
-    cdef Py_ssize_t n = X.shape[0]
-    cdef Py_ssize_t nf = X.shape[1]
+    cdef CSR csr
+    cdef bint sparse = _csr_init(&csr, X_csr, X is not None)
+    cdef const CSR* csr_p = &csr if sparse else NULL
+    cdef const floating[::1] X_data
+    cdef Py_ssize_t n = csr.n_rows if sparse else X.shape[0]
+    cdef Py_ssize_t nf = csr.n_cols if sparse else X.shape[1]
+    cdef Py_ssize_t xs = 0 if sparse else nf   # dense row stride
     cdef Py_ssize_t k = Y.shape[1]
     cdef Py_ssize_t rows = min(block_rows, n)
     cdef Py_ssize_t start, nb, i, r0, r1
@@ -1177,7 +1307,7 @@ def loss_grad(floating[::1] theta, floating[::1] grad,
     if Y.shape[0] != n or sample_weight.shape[0] != n:
         raise ValueError("X, Y and sample_weight differ in length")
     if work.shape[0] < train_workspace_size(units, rows,
-                                            net.slope_offset >= 0):
+                                            net.slope_offset >= 0, sparse):
         raise ValueError("workspace too small")
     for i in range(n):
         sw_sum += sample_weight[i]
@@ -1187,11 +1317,15 @@ def loss_grad(floating[::1] theta, floating[::1] grad,
     acts = &work[0]
     deltas = acts + rows * net.sum_units
     rowloss = _rowloss_area(
-        &work[0], rows * (2 * net.sum_units - units[net.n_layers] + nf + k + 1))
+        &work[0], rows * (2 * net.sum_units - units[net.n_layers] + xs + k + 1))
     zsave = <floating*>_zsave_area(&net, rowloss, rows)
     theta_p = &theta[0]
     grad_p = &grad[0]
-    X_p = &X[0, 0]
+    if sparse:
+        X_data = X_csr[0]
+        X_p = &X_data[0] if csr.nnz > 0 else NULL
+    else:
+        X_p = &X[0, 0]
     Y_p = &Y[0, 0]
     sw_p = &sample_weight[0]
     shared = &parts[0]
@@ -1202,12 +1336,13 @@ def loss_grad(floating[::1] theta, floating[::1] grad,
             nb = min(rows, n - start)
             r0 = _part_q(nb, tid, nt)
             r1 = _part_q(nb, tid + 1, nt)
-            rows_forward_backward(&net, theta_p, X_p + start * nf,
+            rows_forward_backward(&net, theta_p, X_p + start * xs,
                                   Y_p + start * k, sw_p + start, r0, r1,
-                                  acts, deltas, rows, rowloss, zsave, start)
+                                  acts, deltas, rows, rowloss, zsave, start,
+                                  csr_p)
             cbp_barrier()
-            params_grad(&net, grad_p, X_p + start * nf, nb, acts, deltas, rows,
-                        scale, start > 0, tid, nt, zsave)
+            params_grad(&net, grad_p, X_p + start * xs, nb, acts, deltas, rows,
+                        scale, start > 0, tid, nt, zsave, start, csr_p)
             if tid == 0:
                 for i in range(nb):
                     shared[nt] += rowloss[i]
@@ -1232,7 +1367,7 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
                 Py_ssize_t[::1] step, floating[::1] work, int n_threads=1,
                 double act_param=0.0, double rho=0.9, double weight_decay=0.0,
                 double loss_param=1.0, dropout=None, uint64_t dropout_seed=0,
-                uint64_t dropout_row0=0):
+                uint64_t dropout_row0=0, X_csr=None):
     """One epoch of mini-batch training, in place, without the GIL.
 
     Batches are consecutive runs of ``batch_size`` entries of ``order``
@@ -1254,7 +1389,9 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
     layer, or None: off) drops hidden units at training with inverted
     scaling; the masks of the epoch's i-th row are those of row counter
     ``dropout_row0 + i`` under key ``dropout_seed`` (see
-    :func:`dropout_keep`), whatever the thread count.
+    :func:`dropout_keep`), whatever the thread count. A sparse X is
+    passed as ``X_csr`` with ``X=None`` (see :func:`loss_grad`); its rows
+    are read in place, not gathered.
 
     Returns
     -------
@@ -1270,10 +1407,15 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
     cdef Net net = _make_net(units, offsets, theta.shape[0], hidden_act,
                              out_act, n_threads, act_param, loss_param)
     _set_dropout(&net, dropout, dropout_seed, dropout_row0)
+    cdef CSR csr
+    cdef bint sparse = _csr_init(&csr, X_csr, X is not None)
+    cdef const CSR* csr_p = &csr if sparse else NULL
+    cdef const floating[::1] X_data
     cdef Optim opt
     cdef floating* zsave
-    cdef Py_ssize_t n = X.shape[0]
-    cdef Py_ssize_t nf = X.shape[1]
+    cdef Py_ssize_t n = csr.n_rows if sparse else X.shape[0]
+    cdef Py_ssize_t nf = csr.n_cols if sparse else X.shape[1]
+    cdef Py_ssize_t xs = 0 if sparse else nf   # dense row stride
     cdef Py_ssize_t k = Y.shape[1]
     cdef Py_ssize_t P = theta.shape[0]
     cdef Py_ssize_t rows = min(batch_size, n)
@@ -1323,7 +1465,7 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
     if Y.shape[0] != n or sample_weight.shape[0] != n:
         raise ValueError("X, Y and sample_weight differ in length")
     if work.shape[0] < train_workspace_size(units, rows,
-                                            net.slope_offset >= 0):
+                                            net.slope_offset >= 0, sparse):
         raise ValueError("workspace too small")
     if step.shape[0] < 1:
         raise ValueError("step must hold one counter")
@@ -1349,7 +1491,7 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
     acts = &work[0]
     deltas = acts + rows * net.sum_units
     Xb = deltas + rows * (net.sum_units - units[net.n_layers])
-    Yb = Xb + rows * nf
+    Yb = Xb + rows * xs
     swb = Yb + rows * k
     rowloss = _rowloss_area(&work[0], (swb - acts) + rows)
     zsave = <floating*>_zsave_area(&net, rowloss, rows)
@@ -1357,7 +1499,12 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
     grad_p = &grad[0]
     s1_p = &state_1[0]
     s2_p = &state_2[0] if solver == SOLVER_ADAM else NULL
-    X_p = &X[0, 0]
+    if sparse:
+        X_data = X_csr[0]
+        X_p = &X_data[0] if csr.nnz > 0 else NULL
+        csr.rowmap = order_p   # NULL when not shuffled
+    else:
+        X_p = &X[0, 0]
     Y_p = &Y[0, 0]
     sw_p = &sample_weight[0]
     step_p = &step[0]
@@ -1375,18 +1522,19 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
                 # gather this thread's rows: Xb[i] = X[order[start + i]], ...
                 for i in range(r0, r1):
                     r = order_p[start + i]
-                    memcpy(Xb + i * nf, X_p + r * nf, nf * sizeof(floating))
+                    if not sparse:
+                        memcpy(Xb + i * nf, X_p + r * nf, nf * sizeof(floating))
                     memcpy(Yb + i * k, Y_p + r * k, k * sizeof(floating))
                     swb[i] = sw_p[r]
-                Xc = Xb
+                Xc = X_p if sparse else Xb
                 Yc = Yb
                 swc = swb
             else:
-                Xc = X_p + start * nf
+                Xc = X_p + start * xs
                 Yc = Y_p + start * k
                 swc = sw_p + start
             rows_forward_backward(&net, theta_p, Xc, Yc, swc, r0, r1, acts,
-                                  deltas, rows, rowloss, zsave, start)
+                                  deltas, rows, rowloss, zsave, start, csr_p)
             cbp_barrier()
             # every thread sums the same numbers in the same order, so all
             # take the same decisions below
@@ -1401,7 +1549,8 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
                         shared[3] = _STATUS_NONFINITE_LOSS
                     break
                 params_grad(&net, grad_p, Xc, nb, acts, deltas, rows,
-                            <floating>(1.0 / sw_sum), False, tid, nt, zsave)
+                            <floating>(1.0 / sw_sum), False, tid, nt, zsave,
+                            start, csr_p)
                 lr_t = 0
                 if solver == SOLVER_ADAM:
                     t_local = t_local + 1
@@ -1435,16 +1584,22 @@ def forward(const floating[::1] theta, const floating[:, ::1] X,
             floating[:, ::1] out, const int[::1] units,
             const Py_ssize_t[::1] offsets, int hidden_act, int out_act,
             floating[::1] work, Py_ssize_t block_rows, int n_threads=1,
-            double act_param=0.0):
+            double act_param=0.0, X_csr=None):
     """Predict ``out = network(X)`` in blocks of ``block_rows`` rows, each
     block split over ``n_threads`` OpenMP threads (call BLAS
     single-threaded), without the GIL. Memory beyond ``out`` is the
     workspace, bounded by the block size. ``act_param`` is leaky_relu's
-    slope."""
+    slope. A sparse X is passed as ``X_csr`` with ``X=None`` (see
+    :func:`loss_grad`)."""
     cdef Net net = _make_net(units, offsets, theta.shape[0], hidden_act,
                              out_act, n_threads, act_param)
-    cdef Py_ssize_t n = X.shape[0]
-    cdef Py_ssize_t nf = X.shape[1]
+    cdef CSR csr
+    cdef bint sparse = _csr_init(&csr, X_csr, X is not None)
+    cdef const CSR* csr_p = &csr if sparse else NULL
+    cdef const floating[::1] X_data
+    cdef Py_ssize_t n = csr.n_rows if sparse else X.shape[0]
+    cdef Py_ssize_t nf = csr.n_cols if sparse else X.shape[1]
+    cdef Py_ssize_t xs = 0 if sparse else nf   # dense row stride
     cdef Py_ssize_t k = out.shape[1]
     cdef Py_ssize_t start, nb, r0, r1, chunk, rows = min(block_rows, n)
     cdef int tid
@@ -1466,7 +1621,11 @@ def forward(const floating[::1] theta, const floating[:, ::1] X,
         raise ValueError("workspace too small")
     chunk = _share_capacity(rows, nt)
     work_p = &work[0] if work.shape[0] > 0 else NULL
-    X_p = &X[0, 0]
+    if sparse:
+        X_data = X_csr[0]
+        X_p = &X_data[0] if csr.nnz > 0 else NULL
+    else:
+        X_p = &X[0, 0]
     out_p = &out[0, 0]
     with nogil, parallel(num_threads=nt):
         tid = threadid()
@@ -1481,8 +1640,9 @@ def forward(const floating[::1] theta, const floating[:, ::1] X,
             r0 = _part_q(nb, tid, nt)
             r1 = _part_q(nb, tid + 1, nt)
             if r1 > r0:
-                forward_rows(&net, theta_p, X_p + (start + r0) * nf, r1 - r0,
-                             out_p + (start + r0) * k, buf0, buf1)
+                forward_rows(&net, theta_p, X_p + (start + r0) * xs, r1 - r0,
+                             out_p + (start + r0) * k, buf0, buf1, start + r0,
+                             csr_p)
             start = start + nb
 
 

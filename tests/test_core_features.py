@@ -450,3 +450,94 @@ def test_core_rejects_bad_dropout():
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         _loss_grad(theta, X, Y, sw, units, offsets, "tanh", "identity", 0.0,
                    dropout=np.array([0.1, 1.0]))
+
+
+# ---------------------------------------------------------------------------
+# Sparse X (CSR): the first layer multiplies the CSR rows in place.
+
+
+def _sparse_problem(dtype, hidden="relu", n=70, density=0.2, seed=0):
+    import scipy.sparse as sp
+
+    X, Y, sw, units, offsets, theta = _problem("softmax", dtype, hidden,
+                                               units=(30, 9, 7, 3), n=n, seed=seed)
+    Xs = sp.random(n, 30, density=density, format="csr", random_state=seed,
+                   dtype=np.float64)
+    keep = np.ones(n)
+    keep[3] = 0  # an empty row
+    Xs = sp.csr_matrix(sp.diags(keep) @ Xs, dtype=dtype)
+    Xs.eliminate_zeros()
+    assert Xs.indptr[3] == Xs.indptr[4]
+    csr = (Xs.data, Xs.indices.astype(np.intp), Xs.indptr.astype(np.intp), 30)
+    return Xs, csr, Y, sw, units, offsets, theta
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("hidden", ["relu", "prelu"])
+def test_sparse_loss_grad_equals_dense(hidden, dtype):
+    Xs, csr, Y, sw, units, offsets, theta = _sparse_problem(dtype, hidden)
+    Xd = np.ascontiguousarray(Xs.toarray())
+    dense = _loss_grad(theta, Xd, Y, sw, units, offsets, hidden, "softmax", 0.1, rows=16)
+    sparse = _loss_grad(theta, None, Y, sw, units, offsets, hidden, "softmax", 0.1,
+                        rows=16, X_csr=csr)
+    rtol = {np.float32: 1e-5, np.float64: 1e-12}[dtype]
+    np.testing.assert_allclose(sparse[0], dense[0], rtol=rtol)
+    np.testing.assert_allclose(sparse[1], dense[1], rtol=rtol,
+                               atol=rtol * np.abs(dense[1]).max())
+
+
+def _sparse_epoch(X, csr, Y, sw, units, offsets, theta, nt, order, batch=16):
+    theta = theta.copy()
+    sparse = csr is not None
+    work = np.empty(_core.train_workspace_size(units, batch, sparse=sparse), theta.dtype)
+    s1, s2 = np.zeros_like(theta), np.zeros_like(theta)
+    _core.train_epoch(theta, np.empty_like(theta), s1, s2, X, Y, sw, order, batch, units,
+                      offsets, 3, 2, 1e-3, _core.SOLVERS["adam"], 1e-2, 0.9, True, 0.9,
+                      0.999, 1e-8, np.zeros(1, np.intp), work, nt, X_csr=csr,
+                      dropout=np.array([0.2, 0.0]), dropout_seed=3)
+    return theta
+
+
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_sparse_train_epoch_equals_dense_and_ignores_thread_count(shuffled):
+    Xs, csr, Y, sw, units, offsets, theta = _sparse_problem(np.float64, n=130)
+    order = np.random.RandomState(1).permutation(130).astype(np.intp) if shuffled else None
+    Xd = np.ascontiguousarray(Xs.toarray())
+    dense = _sparse_epoch(Xd, None, Y, sw, units, offsets, theta, 2, order)
+    results = [_sparse_epoch(None, csr, Y, sw, units, offsets, theta, nt, order)
+               for nt in (1, 2, 3)]
+    np.testing.assert_allclose(results[0], dense, rtol=1e-10, atol=1e-12)
+    for other in results[1:]:
+        np.testing.assert_array_equal(other, results[0])
+    assert not np.allclose(results[0], theta)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sparse_forward_equals_dense(dtype):
+    Xs, csr, _, _, units, offsets, theta = _sparse_problem(dtype, n=101)
+    outs = []
+    for X, kw in ((np.ascontiguousarray(Xs.toarray()), {}), (None, {"X_csr": csr})):
+        work = np.empty(_core.predict_workspace_size(units, 20, 2), dtype)
+        out = np.empty((101, 3), dtype)
+        _core.forward(theta, X, out, units, offsets, 3, 2, work, 20, 2, **kw)
+        outs.append(out)
+    rtol = {np.float32: 1e-5, np.float64: 1e-12}[dtype]
+    np.testing.assert_allclose(outs[1], outs[0], rtol=rtol, atol=rtol)
+
+
+def test_core_rejects_bad_csr():
+    Xs, csr, Y, sw, units, offsets, theta = _sparse_problem(np.float64)
+    data, indices, indptr, nf = csr
+    bad_index = indices.copy()
+    bad_index[0] = 30
+    with pytest.raises(ValueError, match="column index"):
+        _loss_grad(theta, None, Y, sw, units, offsets, "relu", "softmax", 0.0, rows=16,
+                   X_csr=(data, bad_index, indptr, nf))
+    bad_ptr = indptr.copy()
+    bad_ptr[5], bad_ptr[6] = bad_ptr[6], bad_ptr[5] - 1
+    with pytest.raises(ValueError, match="indptr"):
+        _loss_grad(theta, None, Y, sw, units, offsets, "relu", "softmax", 0.0, rows=16,
+                   X_csr=(data, indices, bad_ptr, nf))
+    with pytest.raises(ValueError, match="not both"):
+        _loss_grad(theta, np.ascontiguousarray(Xs.toarray()), Y, sw, units, offsets,
+                   "relu", "softmax", 0.0, X_csr=csr)
