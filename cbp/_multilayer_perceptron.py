@@ -14,6 +14,7 @@ from numbers import Integral, Real
 
 import numpy as np
 import scipy.optimize
+import scipy.sparse as sp
 from sklearn.base import (
     BaseEstimator,
     ClassifierMixin,
@@ -653,15 +654,18 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         units, offsets, hidden_act, out_act = self._core_args()
         layout = self._layout()
         n_samples = X.shape[0]
-        width = _core.train_workspace_size(units, 1, prelu=layout.prelu)
+        X, x_csr = _core_input(X, theta.dtype)
+        sparse = X is None
+        width = _core.train_workspace_size(units, 1, prelu=layout.prelu, sparse=sparse)
         rows = _block_rows(n_samples, width)
         work = np.empty(
-            _core.train_workspace_size(units, rows, prelu=layout.prelu), dtype=theta.dtype
+            _core.train_workspace_size(units, rows, prelu=layout.prelu, sparse=sparse),
+            dtype=theta.dtype,
         )
         grad = np.empty_like(theta)
         alpha = float(self.alpha)
         n_threads = _n_threads(self.n_jobs)
-        options = {**self._core_options(), **self._loss_options()}
+        options = {**self._core_options(), **self._loss_options(), **x_csr}
 
         def loss_grad(x):
             theta[:] = x
@@ -723,7 +727,8 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
                     "The validation set is too small. Increase 'validation_fraction' "
                     "or the size of your dataset."
                 )
-            X_train = np.ascontiguousarray(X_train)
+            if not sp.issparse(X_train):
+                X_train = np.ascontiguousarray(X_train)
             Y_train = np.ascontiguousarray(Y_train)
             sw_train = np.ascontiguousarray(sw_train)
             if is_classifier(self):
@@ -759,10 +764,18 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             )
             grad = np.empty_like(theta)
             n_threads = _n_threads(self.n_jobs)
+        X_train, x_csr = _core_input(X_train, dtype)
+        work = np.empty(
+            _core.train_workspace_size(
+                units, batch_size, prelu=self._layout().prelu, sparse=X_train is None
+            ),
+            dtype=dtype,
+        )
+        grad = np.empty_like(theta)
         solver_code = _core.SOLVERS[self.solver]
         options = self._core_options()
         n_threads = _n_threads(self.n_jobs)
-        options = {**self._core_options(), **self._loss_options()}
+        options = {**self._core_options(), **self._loss_options(), **x_csr}
         dropout = self._dropout_rates
         if dropout is not None:
             # the masks' key; each epoch's rows are counted from t_ on, so
@@ -913,9 +926,10 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
             The input data. float32 data is trained in float32, anything
-            else in float64.
+            else in float64. Sparse matrices are converted to CSR (not to
+            dense): the core's first layer multiplies the CSR rows.
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
             The target values (class labels in classification, real numbers
             in regression).
@@ -1033,15 +1047,20 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         """Network output for X, computed by the core in bounded blocks."""
         if check_input:
             X = validate_data(
-                self, X, dtype=(np.float64, np.float32), order="C", reset=False
+                self,
+                X,
+                accept_sparse="csr",
+                dtype=(np.float64, np.float32),
+                order="C",
+                reset=False,
             )
         theta = self._packed_params()
         dtype = np.result_type(X.dtype, theta.dtype)
         if theta.dtype != dtype:
             theta = theta.astype(dtype)
-        X = np.ascontiguousarray(X, dtype=dtype)
-        units, offsets, hidden_act, out_act = self._core_args()
         n_samples = X.shape[0]
+        X, x_csr = _core_input(X, dtype)
+        units, offsets, hidden_act, out_act = self._core_args()
         out = np.empty((n_samples, int(units[-1])), dtype=dtype)
         if n_samples == 0:
             return out
@@ -1054,7 +1073,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         with _SingleThreadedBLAS():
             _core.forward(
                 theta, X, out, units, offsets, hidden_act, out_act, work, rows,
-                n_threads, **self._core_options(),
+                n_threads, **x_csr, **self._core_options(),
             )
         return out
 
@@ -1067,8 +1086,23 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = False
+        tags.input_tags.sparse = True
         return tags
+
+
+def _core_input(X, dtype):
+    """``(X, {})`` for dense X, ``(None, {"X_csr": ...})`` for sparse X:
+    the core reads CSR values, intp indices and indptr in place."""
+    if not sp.issparse(X):
+        return np.ascontiguousarray(X, dtype=dtype), {}
+    X = X.tocsr()
+    csr = (
+        np.ascontiguousarray(X.data, dtype=dtype),
+        np.ascontiguousarray(X.indices, dtype=np.intp),
+        np.ascontiguousarray(X.indptr, dtype=np.intp),
+        X.shape[1],
+    )
+    return None, {"X_csr": csr}
 
 
 def _check_optimize_result(result, max_iter):
@@ -1435,6 +1469,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
             X,
             y,
             multi_output=True,
+            accept_sparse="csr",
             dtype=(np.float64, np.float32),
             order="C",
             reset=reset,
@@ -1507,7 +1542,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
             The input data.
 
         Returns
@@ -1536,7 +1571,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
             The input data.
         y : array-like of shape (n_samples,)
             The target values.
@@ -1564,7 +1599,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
             The input data.
 
         Returns
@@ -1580,7 +1615,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
             The input data.
 
         Returns
@@ -1741,7 +1776,7 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
             The input data.
 
         Returns
@@ -1771,6 +1806,7 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
             y,
             multi_output=True,
             y_numeric=True,
+            accept_sparse="csr",
             dtype=(np.float64, np.float32),
             order="C",
             reset=reset,
@@ -1807,7 +1843,7 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
             The input data.
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
             The target values.

@@ -507,3 +507,66 @@ def test_bad_dropout_values():
         MLPClassifier(hidden_layer_sizes=(5,), dropout=[-0.1]).fit(X, y)
     with pytest.raises(ValueError, match="lbfgs"):
         MLPRegressor(solver="lbfgs", dropout=0.2).fit(X, y)
+
+
+# ---------------------------------------------------------------------------
+# Sparse input
+
+
+def _sparse_digits(digits, fmt="csr"):
+    import scipy.sparse as sp
+
+    X, y = digits
+    return sp.csr_matrix(X).asformat(fmt), X, y
+
+
+@pytest.mark.parametrize("solver", ["adam", "sgd", "lbfgs"])
+def test_sparse_fit_and_predict_equal_dense(digits, solver):
+    Xs, X, y = _sparse_digits(digits)
+    kw = dict(hidden_layer_sizes=(20,), solver=solver, max_iter=5, random_state=0,
+              batch_size=64)
+    dense = _fit_quiet(MLPClassifier(**kw), X, y)
+    sparse = _fit_quiet(MLPClassifier(**kw), Xs, y)
+    np.testing.assert_allclose(sparse._theta, dense._theta, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(sparse.predict_proba(Xs), dense.predict_proba(X),
+                               rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(dense.predict_proba(Xs), dense.predict_proba(X),
+                               rtol=1e-12, atol=1e-15)
+
+
+def test_sparse_regression_float32_early_stopping_and_other_formats(digits):
+    Xs, X, y = _sparse_digits(digits, "csc")
+    yr = y.astype(float)
+    kw = dict(hidden_layer_sizes=(15,), max_iter=8, random_state=0, early_stopping=True,
+              dropout=0.1)
+    sparse = _fit_quiet(MLPRegressor(**kw), Xs.astype(np.float32), yr)
+    dense = _fit_quiet(MLPRegressor(**kw), X.astype(np.float32), yr)
+    assert sparse._theta.dtype == np.float32
+    np.testing.assert_allclose(sparse._theta, dense._theta, rtol=1e-4, atol=1e-5)
+    assert sparse.n_iter_ == dense.n_iter_
+
+
+def test_sparse_input_is_not_densified():
+    """A 3000 x 100000 input (2.4 GB dense) trains and predicts in a few MB."""
+    import tracemalloc
+
+    import scipy.sparse as sp
+
+    rng = np.random.RandomState(0)
+    n, d = 3000, 100_000
+    nnz = 30_000
+    X = sp.csr_matrix((rng.uniform(size=nnz), (rng.randint(0, n, nnz), rng.randint(0, d, nnz))),
+                      shape=(n, d))
+    y = np.asarray(X[:, :50000].sum(axis=1)).ravel() > 0
+    tracemalloc.start()
+    try:
+        clf = _fit_quiet(MLPClassifier(hidden_layer_sizes=(4,), max_iter=2, random_state=0,
+                                       n_jobs=1),
+                         X, y)
+        clf.predict(X)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # the parameters, optimizer state and gradient: 4 x 100000 x 8 bytes each
+    assert peak < 40e6
+    assert clf.coefs_[0].shape == (d, 4)
