@@ -570,3 +570,67 @@ def test_sparse_input_is_not_densified():
     # the parameters, optimizer state and gradient: 4 x 100000 x 8 bytes each
     assert peak < 40e6
     assert clf.coefs_[0].shape == (d, 4)
+
+
+# ---------------------------------------------------------------------------
+# cbp.check_gradients with the features above
+
+
+@pytest.mark.parametrize("params", [
+    dict(loss="huber", huber_delta=0.3),
+    dict(loss="poisson"),
+    dict(activation="prelu", dropout=0.5),
+])
+def test_check_gradients_covers_the_new_losses(params, monkeypatch):
+    import cbp
+    from cbp import _core
+
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(30, 4))
+    y = rng.poisson(1.0, 30).astype(float)
+    seen = []
+    real = _core.loss_grad
+
+    def spy(*args, **kw):
+        seen.append(kw)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(_core, "loss_grad", spy)
+    errors = cbp.check_gradients(MLPRegressor(hidden_layer_sizes=(5,), **params), X, y)
+    assert max(errors.values()) < 1e-5
+    if params.get("loss") == "huber":
+        # the estimator's threshold, not the core's default
+        assert all(kw["loss_param"] == 0.3 for kw in seen)
+
+
+def test_check_gradients_with_sparse_input():
+    import scipy.sparse as sp
+
+    import cbp
+
+    rng = np.random.RandomState(0)
+    X = sp.random(40, 12, density=0.3, format="csr", random_state=0)
+    y = rng.randint(0, 3, 40)
+    sparse = cbp.check_gradients(MLPClassifier(hidden_layer_sizes=(6,), activation="tanh"),
+                                 X, y)
+    dense = cbp.check_gradients(MLPClassifier(hidden_layer_sizes=(6,), activation="tanh"),
+                                X.toarray(), y)
+    assert max(sparse.values()) < 1e-5
+    assert sparse.keys() == dense.keys()
+
+
+def test_to_sklearn_with_the_new_parameters():
+    X, y = _counts()
+    poisson = _fit_quiet(MLPRegressor(loss="poisson", hidden_layer_sizes=(6,), max_iter=20,
+                                      random_state=0), X, y)
+    np.testing.assert_allclose(poisson.to_sklearn().predict(X), poisson.predict(X),
+                               rtol=1e-12)
+    huber = _fit_quiet(MLPRegressor(loss="huber", hidden_layer_sizes=(6,), max_iter=2,
+                                    random_state=0), X, y)
+    with pytest.raises(ValueError, match="loss='huber'"):
+        huber.to_sklearn()
+    dropped = _fit_quiet(MLPRegressor(dropout=0.2, solver="rmsprop", hidden_layer_sizes=(6,),
+                                      max_iter=2, random_state=0), X, y)
+    with pytest.warns(UserWarning, match="dropout"):
+        sk = dropped.to_sklearn()
+    np.testing.assert_allclose(sk.predict(X), dropped.predict(X), rtol=1e-12)
