@@ -580,7 +580,6 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             sample_weight = self._collective(
                 _check_sample_weight, sample_weight, X, ensure_non_negative=True
             )
-            sample_weight = _check_sample_weight(sample_weight, X, ensure_non_negative=True)
         class_sw = self._class_sample_weight(y, incremental)
         if class_sw is not None:
             sample_weight = class_sw if sample_weight is None else sample_weight * class_sw
@@ -635,6 +634,24 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             )
         if self.early_stopping:
             raise ValueError("comm= does not support early_stopping=True.")
+        # the per-batch core calls of data-parallel training (batch_loss_grad,
+        # optimizer_step) do not take these yet
+        unsupported = []
+        if self.solver == "rmsprop":
+            unsupported.append("solver='rmsprop'")
+        if self.weight_decay > 0:
+            unsupported.append(f"weight_decay={self.weight_decay!r}")
+        if self._dropout_rates is not None:
+            unsupported.append(f"dropout={self.dropout!r}")
+        if self.activation in ("leaky_relu", "prelu"):
+            unsupported.append(f"activation={self.activation!r}")
+        if getattr(self, "loss", None) == "huber":
+            unsupported.append("loss='huber'")
+        if getattr(self, "class_weight", None) == "balanced":
+            # each rank would balance its own shard
+            unsupported.append("class_weight='balanced'")
+        if unsupported:
+            raise ValueError(f"comm= does not support {', '.join(unsupported)} yet.")
 
     def _collective(self, func, *args, **kwargs):
         """``func(*args, **kwargs)``; with ``comm``, raise on every rank when
@@ -744,6 +761,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         n_samples = X_train.shape[0]
         data_parallel = None
         if self.comm is not None:
+            self._collective(_reject_sparse, X_train, "comm=")
             data_parallel = self._data_parallel(X_train, Y_train, sw_train, theta, units)
             n_samples = data_parallel.n_samples
         elif self.batch_size == "auto":
@@ -757,25 +775,19 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             batch_size = int(np.clip(self.batch_size, 1, n_samples))
         sample_idx = np.arange(n_samples, dtype=np.intp)
 
+        solver_code = _core.SOLVERS[self.solver]
+        options = {**self._core_options(), **self._loss_options()}
         if data_parallel is None:
+            X_train, x_csr = _core_input(X_train, dtype)
+            options.update(x_csr)
             work = np.empty(
-                _core.train_workspace_size(units, batch_size, prelu=self._layout().prelu),
+                _core.train_workspace_size(
+                    units, batch_size, prelu=self._layout().prelu, sparse=X_train is None
+                ),
                 dtype=dtype,
             )
             grad = np.empty_like(theta)
             n_threads = _n_threads(self.n_jobs)
-        X_train, x_csr = _core_input(X_train, dtype)
-        work = np.empty(
-            _core.train_workspace_size(
-                units, batch_size, prelu=self._layout().prelu, sparse=X_train is None
-            ),
-            dtype=dtype,
-        )
-        grad = np.empty_like(theta)
-        solver_code = _core.SOLVERS[self.solver]
-        options = self._core_options()
-        n_threads = _n_threads(self.n_jobs)
-        options = {**self._core_options(), **self._loss_options(), **x_csr}
         dropout = self._dropout_rates
         if dropout is not None:
             # the masks' key; each epoch's rows are counted from t_ on, so
@@ -1088,6 +1100,11 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
         return tags
+
+
+def _reject_sparse(X, what):
+    if sp.issparse(X):
+        raise ValueError(f"{what} does not support sparse X yet; pass a dense array.")
 
 
 def _core_input(X, dtype):
