@@ -9,6 +9,7 @@ from . import _core
 from ._multilayer_perceptron import (
     BaseMultilayerPerceptron,
     _block_rows,
+    _core_input,
     _n_threads,
     _SingleThreadedBLAS,
 )
@@ -52,7 +53,7 @@ class _Objective:
     def __init__(self, est, X, Y, sw):
         self.theta = est._packed_params().astype(X.dtype, copy=True)
         self.grad = np.empty_like(self.theta)
-        self.X, self.Y, self.sw = X, Y, sw
+        self.Y, self.sw = Y, sw
         self.layout = est._layout()
         self.args = est._core_args()
         units = self.args[0]
@@ -60,7 +61,15 @@ class _Objective:
         # parameters (their workspace and core options come with them)
         ws_kw = {"prelu": True} if getattr(self.layout, "prelu", False) else {}
         self.options = est._core_options() if hasattr(est, "_core_options") else {}
-        self.rows = _block_rows(X.shape[0], _core.train_workspace_size(units, 1, **ws_kw))
+        if hasattr(est, "_loss_options"):
+            self.options.update(est._loss_options())  # Huber's threshold
+        n_rows = X.shape[0]
+        # sparse X goes to the core as CSR (X=None, X_csr=...)
+        self.X, x_csr = _core_input(X, X.dtype)
+        if x_csr:
+            self.options.update(x_csr)
+            ws_kw["sparse"] = True
+        self.rows = _block_rows(n_rows, _core.train_workspace_size(units, 1, **ws_kw))
         self.work = np.empty(
             _core.train_workspace_size(units, self.rows, **ws_kw), dtype=X.dtype
         )

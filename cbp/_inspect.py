@@ -102,7 +102,7 @@ def plot_loss_curve(estimator, ax=None):
     Parameters
     ----------
     estimator : MLPClassifier or MLPRegressor
-        An estimator fitted by a stochastic solver ('sgd' or 'adam'):
+        An estimator fitted by a stochastic solver ('sgd', 'adam', 'rmsprop'):
         lbfgs keeps no loss curve.
     ax : matplotlib.axes.Axes, default=None
         Where to draw; None draws on a new figure.
@@ -135,7 +135,7 @@ def plot_loss_curve(estimator, ax=None):
     if curve is None:
         raise ValueError(
             f"{type(estimator).__name__} fitted with solver={estimator.solver!r} "
-            "has no loss_curve_: only the stochastic solvers ('sgd', 'adam') "
+            "has no loss_curve_: only the stochastic solvers ('sgd', 'adam', 'rmsprop') "
             "record a loss per epoch."
         )
     try:

@@ -14,6 +14,7 @@ from numbers import Integral, Real
 
 import numpy as np
 import scipy.optimize
+import scipy.sparse as sp
 from sklearn.base import (
     BaseEstimator,
     ClassifierMixin,
@@ -27,6 +28,8 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state, column_or_1d
 from sklearn.utils._param_validation import HasMethods, Interval, Options, StrOptions
+from sklearn.utils.class_weight import compute_sample_weight
+from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import (
@@ -39,7 +42,10 @@ from threadpoolctl import ThreadpoolController
 from . import _core, _distributed
 from ._progress import _EpochFeedback
 
-_STOCHASTIC_SOLVERS = ("sgd", "adam")
+_STOCHASTIC_SOLVERS = ("sgd", "adam", "rmsprop")
+
+# Initial PReLU slope of every hidden unit (He et al., 2015).
+_PRELU_INIT = 0.25
 
 # Held while ``_packed_params`` checks and repacks ``coefs_``/``intercepts_``
 # (microseconds; never while the core runs).
@@ -153,12 +159,27 @@ class _Layout:
     ----------
     units : list of int
         Layer widths, input first, output last.
+    prelu : bool, default=False
+        Whether the vector ends with one PReLU slope per hidden unit.
     """
 
-    def __init__(self, units):
+    def __init__(self, units, prelu=False):
         self.units = np.asarray(units, dtype=np.intc)
-        self.offsets, self.n_params = _core.param_offsets(self.units)
+        self.prelu = bool(prelu)
+        self.offsets, self.n_params = _core.param_offsets(self.units, prelu=self.prelu)
         self.n_layers = len(units) - 1
+        self.n_slopes = int(sum(self.units[1:-1])) if self.prelu else 0
+
+    def slope_views(self, theta):
+        """Return the PReLU slopes of each hidden layer: views into ``theta``."""
+        if not self.prelu:
+            return []
+        pos = self.n_params - self.n_slopes
+        views = []
+        for width in self.units[1:-1]:
+            views.append(theta[pos : pos + width])
+            pos += int(width)
+        return views
 
     def views(self, theta):
         """Return (coefs, intercepts): lists of views into ``theta``."""
@@ -170,14 +191,22 @@ class _Layout:
         intercepts = [theta[off[L + i] : off[L + i] + u[i + 1]] for i in range(L)]
         return coefs, intercepts
 
-    def is_packed(self, theta, coefs, intercepts):
-        """True when ``coefs``/``intercepts`` are exactly the views of ``theta``."""
+    def is_packed(self, theta, coefs, intercepts, slopes=()):
+        """True when ``coefs``/``intercepts`` (and the PReLU ``slopes``) are
+        exactly the views of ``theta``."""
         if theta is None or len(coefs) != self.n_layers:
             return False
-        if len(intercepts) != self.n_layers:
+        if len(intercepts) != self.n_layers or theta.shape[0] != self.n_params:
+            return False
+        slopes = list(slopes) if self.prelu else []
+        expected_slopes = self.slope_views(theta)
+        if len(slopes) != len(expected_slopes):
             return False
         expected_coefs, expected_intercepts = self.views(theta)
-        for arr, ref in zip(coefs + intercepts, expected_coefs + expected_intercepts):
+        for arr, ref in zip(
+            list(coefs) + list(intercepts) + slopes,
+            expected_coefs + expected_intercepts + expected_slopes,
+        ):
             if not isinstance(arr, np.ndarray) or arr.dtype != theta.dtype:
                 return False
             if arr.shape != ref.shape or not arr.flags.c_contiguous:
@@ -188,8 +217,9 @@ class _Layout:
                 return False
         return True
 
-    def pack(self, coefs, intercepts, dtype):
-        """Copy ``coefs``/``intercepts`` into a new flat vector of ``dtype``."""
+    def pack(self, coefs, intercepts, dtype, slopes=None):
+        """Copy ``coefs``/``intercepts`` (and, with PReLU, ``slopes``: None
+        for the initial 0.25) into a new flat vector of ``dtype``."""
         shapes = [(int(self.units[i]), int(self.units[i + 1])) for i in range(self.n_layers)]
         for i, (c, b) in enumerate(zip(coefs, intercepts)):
             if np.shape(c) != shapes[i] or np.shape(b) != (shapes[i][1],):
@@ -198,16 +228,26 @@ class _Layout:
                     f"{np.shape(b)}; the network needs {shapes[i]} and "
                     f"({shapes[i][1]},)."
                 )
-        return np.concatenate(
-            [np.asarray(a, dtype=dtype).ravel() for a in list(coefs) + list(intercepts)]
-        )
+        parts = list(coefs) + list(intercepts)
+        if self.prelu:
+            widths = [int(u) for u in self.units[1:-1]]
+            if slopes is None:
+                slopes = [np.full(w, _PRELU_INIT) for w in widths]
+            if [np.shape(s) for s in slopes] != [(w,) for w in widths]:
+                raise ValueError(
+                    f"prelu_slopes_ have shapes {[np.shape(s) for s in slopes]}; "
+                    f"the hidden layers need {[(w,) for w in widths]}."
+                )
+            parts += list(slopes)
+        return np.concatenate([np.asarray(a, dtype=dtype).ravel() for a in parts])
 
 
 class _StochasticOptimizer:
-    """State of the sgd/adam optimizer between epochs and partial_fit calls.
+    """State of the sgd/adam/rmsprop optimizer between epochs and partial_fit calls.
 
-    The per-parameter state (velocity, or Adam's moments m and v) are flat
-    vectors laid out like the parameters; the core updates them in place.
+    The per-parameter state (velocity, Adam's moments m and v, or
+    RMSprop's mean square) are flat vectors laid out like the parameters;
+    the core updates them in place.
     The learning-rate schedule and the stopping rule follow scikit-learn's.
     """
 
@@ -225,8 +265,12 @@ class _StochasticOptimizer:
         )
         self.step = np.zeros(1, dtype=np.intp)
 
-    def matches(self, n_params, dtype):
-        return self.state_1.shape[0] == n_params and self.state_1.dtype == dtype
+    def matches(self, n_params, dtype, solver):
+        return (
+            self.state_1.shape[0] == n_params
+            and self.state_1.dtype == dtype
+            and self.solver == solver
+        )
 
     def iteration_ends(self, time_step):
         """Update the learning rate at the end of an epoch ('invscaling')."""
@@ -261,8 +305,17 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             _LayerWidths(),
             Interval(Integral, 1, None, closed="left"),
         ],
-        "activation": [StrOptions({"identity", "logistic", "tanh", "relu"})],
-        "solver": [StrOptions({"lbfgs", "sgd", "adam"})],
+        "activation": [
+            StrOptions(
+                {"identity", "logistic", "tanh", "relu", "leaky_relu", "elu",
+                 "softplus", "prelu"}
+            )
+        ],
+        "leaky_relu_slope": [Interval(Real, 0, None, closed="left")],
+        "solver": [StrOptions({"lbfgs", "sgd", "adam", "rmsprop"})],
+        "rho": [Interval(Real, 0, 1, closed="left")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "dropout": [Interval(Real, 0, 1, closed="left"), "array-like"],
         "alpha": [Interval(Real, 0, None, closed="left")],
         "batch_size": [
             StrOptions({"auto"}),
@@ -328,6 +381,10 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         n_jobs,
         callbacks,
         comm,
+        leaky_relu_slope=0.01,
+        rho=0.9,
+        weight_decay=0.0,
+        dropout=0.0,
     ):
         self.activation = activation
         self.solver = solver
@@ -356,6 +413,10 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         self.n_jobs = n_jobs
         self.callbacks = callbacks
         self.comm = comm
+        self.leaky_relu_slope = leaky_relu_slope
+        self.rho = rho
+        self.weight_decay = weight_decay
+        self.dropout = dropout
 
     # ------------------------------------------------------------------
     # Parameters: one flat vector, coefs_/intercepts_ are views into it.
@@ -375,9 +436,10 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
                     "layer's fan_in."
                 )
         units = [shapes[0][0]] + [sh[1] for sh in shapes]
+        prelu = self.activation == "prelu"
         layout = getattr(self, "_layout_cache", None)
-        if layout is None or list(layout.units) != units:
-            layout = _Layout(units)
+        if layout is None or list(layout.units) != units or layout.prelu != prelu:
+            layout = _Layout(units, prelu=prelu)
             self._layout_cache = layout
         return layout
 
@@ -398,18 +460,25 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
                 dtype = np.asarray(self.coefs_[0]).dtype
                 if dtype not in (np.float32, np.float64):
                     dtype = np.float64
+            slopes = getattr(self, "prelu_slopes_", None) if layout.prelu else None
             if (
                 theta is None
                 or theta.dtype != dtype
-                or not layout.is_packed(theta, self.coefs_, self.intercepts_)
+                or not layout.is_packed(
+                    theta, self.coefs_, self.intercepts_, slopes or ()
+                )
             ):
-                theta = layout.pack(self.coefs_, self.intercepts_, dtype)
+                theta = layout.pack(self.coefs_, self.intercepts_, dtype, slopes)
                 self._set_theta(theta, layout)
             return theta
 
     def _set_theta(self, theta, layout):
         self._theta = theta
         self.coefs_, self.intercepts_ = layout.views(theta)
+        if layout.prelu:
+            self.prelu_slopes_ = layout.slope_views(theta)
+        elif hasattr(self, "prelu_slopes_"):
+            del self.prelu_slopes_
 
     def __getstate__(self):
         state = super().__getstate__()
@@ -433,7 +502,8 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         self.n_layers_ = len(layer_units)
 
         if not is_classifier(self):
-            self.out_activation_ = "identity"
+            # the log link of the Poisson loss, as scikit-learn (>= 1.7)
+            self.out_activation_ = "exp" if self.loss == "poisson" else "identity"
         elif self._label_binarizer.y_type_ == "multiclass":
             self.out_activation_ = "softmax"
         else:
@@ -446,7 +516,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             )
             coefs.append(coef_init)
             intercepts.append(intercept_init)
-        layout = _Layout(layer_units)
+        layout = _Layout(layer_units, prelu=self.activation == "prelu")
         self._layout_cache = layout
         self._set_theta(layout.pack(coefs, intercepts, dtype), layout)
 
@@ -486,8 +556,45 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             layout.units,
             layout.offsets,
             _core.HIDDEN_ACTIVATIONS[self.activation],
-            _core.OUTPUT_ACTIVATIONS[self.out_activation_],
+            self._output_code(),
         )
+
+    def _class_sample_weight(self, y, incremental):
+        """Per-sample weights from class_weight (classifier), or None."""
+        return None
+
+    def _check_dropout(self, n_hidden):
+        """The dropout rate of each hidden layer (float64), None when all are 0."""
+        rates = np.asarray(self.dropout, dtype=np.float64)
+        if rates.ndim == 0:
+            rates = np.full(n_hidden, float(rates))
+        elif rates.ndim != 1 or rates.shape[0] != n_hidden:
+            raise ValueError(
+                f"dropout must be a float or one rate per hidden layer "
+                f"({n_hidden}), got {self.dropout!r}."
+            )
+        if not ((rates >= 0) & (rates < 1)).all():
+            raise ValueError(f"dropout rates must be in [0, 1), got {self.dropout!r}.")
+        if not rates.any():
+            return None
+        if self.solver == "lbfgs":
+            raise ValueError(
+                "dropout needs a stochastic solver ('sgd', 'adam', 'rmsprop'): "
+                "'lbfgs' minimises a fixed full-batch objective."
+            )
+        return np.ascontiguousarray(rates)
+
+    def _output_code(self):
+        """The core's code of the output activation and its loss."""
+        return _core.OUTPUT_ACTIVATIONS[self.out_activation_]
+
+    def _core_options(self):
+        """Keyword arguments of the core's entry points beyond the layout."""
+        return {"act_param": float(self.leaky_relu_slope)}
+
+    def _loss_options(self):
+        """Keyword arguments of the core's training entry points for the loss."""
+        return {}
 
     def _reported_loss(self, data_loss, penalty):
         """The loss as scikit-learn reports it.
@@ -511,6 +618,13 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
                 "callbacks are called after each epoch of the stochastic solvers "
                 f"{_STOCHASTIC_SOLVERS}; solver={self.solver!r} has no epochs."
             )
+        if self.solver == "lbfgs" and self.weight_decay > 0:
+            raise ValueError(
+                f"weight_decay={self.weight_decay} is the decoupled weight decay of "
+                "the stochastic solvers ('sgd', 'adam', 'rmsprop'); 'lbfgs' has no "
+                "step size to scale it. Use alpha (the L2 penalty) with 'lbfgs'."
+            )
+        self._dropout_rates = self._check_dropout(len(hidden_layer_sizes))
         first_pass = not hasattr(self, "coefs_") or (
             not self.warm_start and not incremental
         )
@@ -523,6 +637,9 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             sample_weight = self._collective(
                 _check_sample_weight, sample_weight, X, ensure_non_negative=True
             )
+        class_sw = self._class_sample_weight(y, incremental)
+        if class_sw is not None:
+            sample_weight = class_sw if sample_weight is None else sample_weight * class_sw
 
         if y.ndim == 1:
             y = y.reshape((-1, 1))
@@ -581,6 +698,24 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             )
         if self.early_stopping:
             raise ValueError("comm= does not support early_stopping=True.")
+        # the per-batch core calls of data-parallel training (batch_loss_grad,
+        # optimizer_step) do not take these yet
+        unsupported = []
+        if self.solver == "rmsprop":
+            unsupported.append("solver='rmsprop'")
+        if self.weight_decay > 0:
+            unsupported.append(f"weight_decay={self.weight_decay!r}")
+        if self._dropout_rates is not None:
+            unsupported.append(f"dropout={self.dropout!r}")
+        if self.activation in ("leaky_relu", "prelu"):
+            unsupported.append(f"activation={self.activation!r}")
+        if getattr(self, "loss", None) == "huber":
+            unsupported.append("loss='huber'")
+        if getattr(self, "class_weight", None) == "balanced":
+            # each rank would balance its own shard
+            unsupported.append("class_weight='balanced'")
+        if unsupported:
+            raise ValueError(f"comm= does not support {', '.join(unsupported)} yet.")
 
     def _collective(self, func, *args, **kwargs):
         """``func(*args, **kwargs)``; with ``comm``, raise on every rank when
@@ -600,12 +735,18 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         units, offsets, hidden_act, out_act = self._core_args()
         layout = self._layout()
         n_samples = X.shape[0]
-        width = _core.train_workspace_size(units, 1)
+        X, x_csr = _core_input(X, theta.dtype)
+        sparse = X is None
+        width = _core.train_workspace_size(units, 1, prelu=layout.prelu, sparse=sparse)
         rows = _block_rows(n_samples, width)
-        work = np.empty(_core.train_workspace_size(units, rows), dtype=theta.dtype)
+        work = np.empty(
+            _core.train_workspace_size(units, rows, prelu=layout.prelu, sparse=sparse),
+            dtype=theta.dtype,
+        )
         grad = np.empty_like(theta)
         alpha = float(self.alpha)
         n_threads = _n_threads(self.n_jobs)
+        options = {**self._core_options(), **self._loss_options(), **x_csr}
 
         # the evaluated point with the lowest finite loss (the start, until
         # one is lower): kept when the loss becomes NaN/inf or on Ctrl-C
@@ -617,7 +758,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             theta[:] = x
             data, penalty = _core.loss_grad(
                 theta, grad, X, Y, sw, units, offsets, hidden_act, out_act,
-                alpha, work, rows, n_threads,
+                alpha, work, rows, n_threads, **options,
             )
             loss = data + penalty
             if loss < best_loss[0]:  # never true for NaN
@@ -649,7 +790,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             warnings.warn("Training interrupted by user.")
         data, penalty = _core.loss_grad(
             theta, grad, X, Y, sw, units, offsets, hidden_act, out_act, alpha,
-            work, rows, n_threads,
+            work, rows, n_threads, **options,
         )
         if not np.isfinite(data + penalty):
             theta[:] = best_theta
@@ -692,7 +833,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         if (
             not incremental
             or optimizer is None
-            or not optimizer.matches(n_params, dtype)
+            or not optimizer.matches(n_params, dtype, self.solver)
         ):
             optimizer = self._optimizer = _StochasticOptimizer(self, n_params, dtype)
 
@@ -716,7 +857,8 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
                     "The validation set is too small. Increase 'validation_fraction' "
                     "or the size of your dataset."
                 )
-            X_train = np.ascontiguousarray(X_train)
+            if not sp.issparse(X_train):
+                X_train = np.ascontiguousarray(X_train)
             Y_train = np.ascontiguousarray(Y_train)
             sw_train = np.ascontiguousarray(sw_train)
             if is_classifier(self):
@@ -732,6 +874,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         n_samples = X_train.shape[0]
         data_parallel = None
         if self.comm is not None:
+            self._collective(_reject_sparse, X_train, "comm=")
             data_parallel = self._data_parallel(X_train, Y_train, sw_train, theta, units)
             n_samples = data_parallel.n_samples
         elif self.batch_size == "auto":
@@ -745,11 +888,27 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             batch_size = int(np.clip(self.batch_size, 1, n_samples))
         sample_idx = np.arange(n_samples, dtype=np.intp)
 
+        solver_code = _core.SOLVERS[self.solver]
+        options = {**self._core_options(), **self._loss_options()}
         if data_parallel is None:
-            work = np.empty(_core.train_workspace_size(units, batch_size), dtype=dtype)
+            X_train, x_csr = _core_input(X_train, dtype)
+            options.update(x_csr)
+            work = np.empty(
+                _core.train_workspace_size(
+                    units, batch_size, prelu=self._layout().prelu, sparse=X_train is None
+                ),
+                dtype=dtype,
+            )
             grad = np.empty_like(theta)
             n_threads = _n_threads(self.n_jobs)
-        solver_code = _core.SOLVERS[self.solver]
+        dropout = self._dropout_rates
+        if dropout is not None:
+            # the masks' key; each epoch's rows are counted from t_ on, so
+            # every epoch (and partial_fit call) draws new masks
+            self._dropout_seed = int(
+                self._random_state.randint(np.iinfo(np.int64).max, dtype=np.int64)
+            )
+            options.update(dropout=dropout, dropout_seed=self._dropout_seed)
 
         feedback = _EpochFeedback(self, incremental)
         try:
@@ -780,7 +939,9 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
                         solver_code, optimizer.learning_rate, float(self.momentum),
                         bool(self.nesterovs_momentum), float(self.beta_1),
                         float(self.beta_2), float(self.epsilon), optimizer.step,
-                        work, n_threads,
+                        work, n_threads, rho=float(self.rho),
+                        weight_decay=float(self.weight_decay),
+                        dropout_row0=int(self.t_), **options,
                     )
                 if status != _core.STATUS_OK or not np.isfinite(theta).all():
                     if not np.isfinite(theta).all():
@@ -893,9 +1054,10 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
             The input data. float32 data is trained in float32, anything
-            else in float64.
+            else in float64. Sparse matrices are converted to CSR (not to
+            dense): the core's first layer multiplies the CSR rows.
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
             The target values (class labels in classification, real numbers
             in regression).
@@ -1020,15 +1182,20 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         """
         if check_input:
             X = validate_data(
-                self, X, dtype=(np.float64, np.float32), order="C", reset=False
+                self,
+                X,
+                accept_sparse="csr",
+                dtype=(np.float64, np.float32),
+                order="C",
+                reset=False,
             )
         theta = self._packed_params()
         dtype = np.result_type(X.dtype, theta.dtype)
         if theta.dtype != dtype:
             theta = theta.astype(dtype)
-        X = np.ascontiguousarray(X, dtype=dtype)
-        units, offsets, hidden_act, out_act = self._core_args()
         n_samples = X.shape[0]
+        X, x_csr = _core_input(X, dtype)
+        units, offsets, hidden_act, out_act = self._core_args()
         out = np.empty((n_samples, int(units[-1])), dtype=dtype)
         if n_samples == 0:
             return out
@@ -1041,7 +1208,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         with _SingleThreadedBLAS():
             _core.forward(
                 theta, X, out, units, offsets, hidden_act, out_act, work, rows,
-                n_threads,
+                n_threads, **x_csr, **self._core_options(),
             )
         if check_input and not np.isfinite(out).all():
             raise ValueError(
@@ -1060,8 +1227,28 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = False
+        tags.input_tags.sparse = True
         return tags
+
+
+def _reject_sparse(X, what):
+    if sp.issparse(X):
+        raise ValueError(f"{what} does not support sparse X yet; pass a dense array.")
+
+
+def _core_input(X, dtype):
+    """``(X, {})`` for dense X, ``(None, {"X_csr": ...})`` for sparse X:
+    the core reads CSR values, intp indices and indptr in place."""
+    if not sp.issparse(X):
+        return np.ascontiguousarray(X, dtype=dtype), {}
+    X = X.tocsr()
+    csr = (
+        np.ascontiguousarray(X.data, dtype=dtype),
+        np.ascontiguousarray(X.indices, dtype=np.intp),
+        np.ascontiguousarray(X.indptr, dtype=np.intp),
+        X.shape[1],
+    )
+    return None, {"X_csr": csr}
 
 
 def _check_optimize_result(result, max_iter):
@@ -1084,15 +1271,25 @@ _CLASS_DOC_PARAMS = """
     hidden_layer_sizes : array-like of shape (n_layers - 2,), default=(100,)
         The ith element is the number of neurons in the ith hidden layer.
 
-    activation : {'identity', 'logistic', 'tanh', 'relu'}, default='relu'
+    activation : {'identity', 'logistic', 'tanh', 'relu', 'leaky_relu', \
+            'elu', 'softplus', 'prelu'}, default='relu'
         Activation function f of the hidden layers: 'identity' f(z) = z,
         'logistic' f(z) = 1 / (1 + exp(-z)), 'tanh' f(z) = tanh(z),
-        'relu' f(z) = max(0, z).
+        'relu' f(z) = max(0, z). Beyond scikit-learn: 'leaky_relu'
+        f(z) = z if z > 0 else leaky_relu_slope * z; 'elu'
+        f(z) = z if z > 0 else exp(z) - 1; 'softplus' f(z) = log(1 + exp(z));
+        'prelu' f(z) = z if z > 0 else a_j * z with a slope a_j learned per
+        hidden unit (initially 0.25, not penalised by alpha), stored in the
+        flat parameter vector after the biases and exposed as
+        ``prelu_slopes_``.
 
-    solver : {'lbfgs', 'sgd', 'adam'}, default='adam'
+    solver : {'lbfgs', 'sgd', 'adam', 'rmsprop'}, default='adam'
         The weight optimizer: 'lbfgs' (quasi-Newton, scipy's L-BFGS-B on
         the full-batch loss and gradient from the core), 'sgd' (mini-batch
-        gradient descent with momentum) or 'adam' (Kingma and Ba).
+        gradient descent with momentum), 'adam' (Kingma and Ba) or, beyond
+        scikit-learn, 'rmsprop' (Tieleman and Hinton:
+        ``v = rho * v + (1 - rho) * g²``,
+        ``theta -= learning_rate_init * g / (sqrt(v) + epsilon)``).
 
     alpha : float, default=0.0001
         Strength of the L2 penalty on the weights (not the biases),
@@ -1111,7 +1308,7 @@ _CLASS_DOC_PARAMS = """
         score) stops improving by tol for n_iter_no_change epochs.
 
     learning_rate_init : float, default=0.001
-        The initial learning rate (eta) of 'sgd' and 'adam'.
+        The initial learning rate (eta) of 'sgd', 'adam' and 'rmsprop'.
 
     power_t : float, default=0.5
         Exponent of the 'invscaling' schedule.
@@ -1164,7 +1361,7 @@ _CLASS_DOC_PARAMS = """
         Decay rate of Adam's second-moment estimate, in [0, 1).
 
     epsilon : float, default=1e-8
-        Adam's numerical-stability constant.
+        Numerical-stability constant of 'adam' and 'rmsprop'.
 
     n_iter_no_change : int, default=10
         Number of epochs without improvement by tol before stopping.
@@ -1182,18 +1379,18 @@ _CLASS_DOC_PARAMS = """
 
     callbacks : list or tuple of callable, default=None
         Functions ``f(estimator, info)`` called after each epoch of the
-        stochastic solvers ('sgd', 'adam'), in order, with the estimator and a dict of the epoch's
-        figures: ``epoch`` (= ``n_iter_``), ``loss``, ``validation_score``
-        (None without early stopping), ``time`` (seconds of the epoch),
-        ``elapsed``, ``eta`` (seconds left until max_iter; None under
-        partial_fit), ``learning_rate``, ``n_samples_seen`` (= ``t_``) and
-        ``max_iter``. Training stops after the epoch when any of them
-        returns True (without a ConvergenceWarning; ``n_iter_`` counts the
-        epochs run). 'lbfgs' has no epochs and refuses callbacks. Like
-        every parameter, the list is deep-copied by :func:`sklearn.clone`
-        (and so inside GridSearchCV or cross_val_score): a callback that
-        is a bound method then works on a copy of its object. Not in
-        scikit-learn.
+        stochastic solvers ('sgd', 'adam', 'rmsprop'), in order, with the
+        estimator and a dict of the epoch's figures: ``epoch``
+        (= ``n_iter_``), ``loss``, ``validation_score`` (None without early
+        stopping), ``time`` (seconds of the epoch), ``elapsed``, ``eta``
+        (seconds left until max_iter; None under partial_fit),
+        ``learning_rate``, ``n_samples_seen`` (= ``t_``) and ``max_iter``.
+        Training stops after the epoch when any of them returns True (without
+        a ConvergenceWarning; ``n_iter_`` counts the epochs run). 'lbfgs' has
+        no epochs and refuses callbacks. Like every parameter, the list is
+        deep-copied by :func:`sklearn.clone` (and so inside GridSearchCV or
+        cross_val_score): a callback that is a bound method then works on a
+        copy of its object. Not in scikit-learn.
 
     comm : mpi4py.MPI.Comm or None, default=None
         Train data-parallel over the ranks of this MPI communicator
@@ -1207,6 +1404,34 @@ _CLASS_DOC_PARAMS = """
         defined in :mod:`cbp._distributed`. Only 'sgd' and 'adam', without
         early stopping. None (the default) trains in this process, as
         scikit-learn does. Not in scikit-learn.
+
+    leaky_relu_slope : float, default=0.01
+        Slope of 'leaky_relu' for z <= 0, >= 0 (0 gives 'relu'). Ignored
+        by the other activations.
+
+    dropout : float or array-like of float, default=0.0
+        Dropout rate of the hidden layers, one for all or one per hidden
+        layer, each in [0, 1); 0 turns it off (and training is then
+        exactly as without it). While training with a stochastic solver,
+        each hidden unit's activation is set to 0 with that probability and
+        the kept ones are scaled by ``1 / (1 - rate)`` (inverted dropout);
+        prediction uses the whole network. The masks come from a hash of
+        (a key drawn from random_state, the sample's position counted over
+        all epochs, the unit), so they are reproducible with random_state
+        and independent of n_jobs. 'lbfgs' rejects rates > 0. ``loss_`` and
+        ``loss_curve_`` are the losses of the thinned networks.
+
+    rho : float, default=0.9
+        Decay rate of 'rmsprop''s running mean of squared gradients, in
+        [0, 1). Ignored by the other solvers.
+
+    weight_decay : float, default=0.0
+        Decoupled weight decay of the stochastic solvers (Loshchilov and
+        Hutter; 'adam' becomes AdamW): each step also does
+        ``W -= learning_rate * weight_decay * W`` on the weights (not the
+        biases or PReLU slopes), apart from the gradient and so apart from
+        Adam's and RMSprop's scaling. Unlike alpha it is not part of the
+        loss. 'lbfgs' has no step size to scale it and rejects values > 0.
 """
 
 _CLASS_DOC_ATTRS = """
@@ -1233,6 +1458,11 @@ _CLASS_DOC_ATTRS = """
     coefs_ : list of ndarray of shape (fan_in, fan_out)
         The weight matrix W_l of each layer: views into one flat
         parameter vector shared with the core.
+
+    prelu_slopes_ : list of ndarray of shape (n_units,)
+        With ``activation='prelu'`` only: the learned slope of each hidden
+        unit for z <= 0, one array per hidden layer, views into the same
+        flat parameter vector (after the biases).
 
     intercepts_ : list of ndarray of shape (fan_out,)
         The bias vector b_l of each layer.
@@ -1272,6 +1502,14 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
     ----------"""
         + _CLASS_DOC_PARAMS
         + """
+    class_weight : dict, 'balanced' or None, default=None
+        Weights of the classes, ``{class_label: weight}`` (classes left out
+        weigh 1), or 'balanced' for ``n_samples / (n_classes *
+        np.bincount(y))`` computed on the data given to fit. They multiply
+        ``sample_weight``, so they weigh each sample's loss in the core.
+        Not supported for multilabel targets; 'balanced' is not supported
+        by partial_fit (pass a dict computed on the whole data).
+
     Attributes
     ----------
     classes_ : ndarray or list of ndarray of shape (n_classes,)
@@ -1294,6 +1532,11 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
     True
     """
     )
+
+    _parameter_constraints: dict = {
+        **BaseMultilayerPerceptron._parameter_constraints,
+        "class_weight": [dict, StrOptions({"balanced"}), None],
+    }
 
     def __init__(
         self,
@@ -1324,7 +1567,13 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         n_jobs=None,
         callbacks=None,
         comm=None,
+        leaky_relu_slope=0.01,
+        rho=0.9,
+        weight_decay=0.0,
+        dropout=0.0,
+        class_weight=None,
     ):
+        self.class_weight = class_weight
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes,
             activation=activation,
@@ -1353,6 +1602,10 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
             n_jobs=n_jobs,
             callbacks=callbacks,
             comm=comm,
+            leaky_relu_slope=leaky_relu_slope,
+            rho=rho,
+            weight_decay=weight_decay,
+            dropout=dropout,
         )
 
     def _validate_input(self, X, y, incremental, reset):
@@ -1362,6 +1615,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
             X,
             y,
             multi_output=True,
+            accept_sparse="csr",
             dtype=(np.float64, np.float32),
             order="C",
             reset=reset,
@@ -1395,12 +1649,46 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
                 )
         return self._label_binarizer.transform(y).astype(bool)
 
+    def _class_sample_weight(self, y, incremental):
+        """``class_weight`` as per-sample weights of the binarized targets y."""
+        if self.class_weight is None:
+            return None
+        if self._label_binarizer.y_type_.startswith("multilabel"):
+            raise ValueError(
+                "class_weight is not supported for multilabel targets; pass "
+                "sample_weight instead."
+            )
+        if incremental and self.class_weight == "balanced":
+            raise ValueError(
+                "class_weight='balanced' is not supported by partial_fit: the class "
+                "frequencies of one batch are not those of the data. Compute the "
+                "weights on the whole data with "
+                "sklearn.utils.class_weight.compute_class_weight and pass them as "
+                "a dict."
+            )
+        idx = y[:, 0].astype(np.intp) if y.shape[1] == 1 else np.argmax(y, axis=1)
+        if self.class_weight == "balanced":
+            return compute_sample_weight("balanced", idx)
+        classes = self.classes_.tolist()
+        unknown = set(self.class_weight) - set(classes)
+        if unknown:
+            raise ValueError(
+                f"class_weight has keys {sorted(unknown, key=str)} that are not "
+                f"classes; the classes are {classes}."
+            )
+        weights = np.array([self.class_weight.get(c, 1.0) for c in classes], dtype=float)
+        if not (np.isfinite(weights).all() and (weights >= 0).all()):
+            raise ValueError(
+                f"class_weight values must be finite and >= 0, got {self.class_weight}."
+            )
+        return weights[idx]
+
     def predict(self, X):
         """Predict using the multilayer perceptron classifier.
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
             The input data.
 
         Returns
@@ -1429,7 +1717,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
             The input data.
         y : array-like of shape (n_samples,)
             The target values.
@@ -1457,7 +1745,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
             The input data.
 
         Returns
@@ -1473,7 +1761,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
             The input data.
 
         Returns
@@ -1500,17 +1788,36 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
         """Multilayer perceptron regressor trained by the cbp core.
 
     A drop-in replacement for :class:`sklearn.neural_network.MLPRegressor`,
-    with an identity output and half the squared error,
+    by default with an identity output and half the squared error,
     ``loss = sum_i sw_i * 0.5 * ||P_i - Y_i||² / sw_sum``, so the output
     delta is ``P - Y``.
 
     Parameters
     ----------
-    loss : {'squared_error'}, default='squared_error'
-        The loss minimised: half the squared error.
+    loss : {'squared_error', 'poisson', 'huber'}, default='squared_error'
+        The loss minimised, each summed over the outputs:
+
+        - 'squared_error': half the squared error, identity output.
+        - 'poisson': half the Poisson deviance with a log link, as in
+          scikit-learn (>= 1.7): the output is ``P = exp(Z)``
+          (``out_activation_ = 'exp'``), the loss
+          ``exp(Z) - Y * Z + Y * log(Y) - Y`` (the last two terms are
+          constant) and the output delta ``exp(Z) - Y``. The targets must
+          be >= 0.
+        - 'huber': Huber's loss on the residual ``R = Z - Y`` with threshold
+          ``huber_delta``: ``0.5 * R²`` where ``|R| <= huber_delta``,
+          ``huber_delta * (|R| - 0.5 * huber_delta)`` elsewhere; the output
+          delta is ``clip(R, -huber_delta, huber_delta)``. Identity output.
+
+        ``loss_`` averages over the outputs for 'squared_error' and
+        'huber' and sums for 'poisson', as scikit-learn reports them.
 """
         + _CLASS_DOC_PARAMS
         + """
+    huber_delta : float, default=1.0
+        Threshold of the 'huber' loss, > 0: residuals larger than this in
+        absolute value count linearly. Ignored by the other losses.
+
     Attributes
     ----------"""
         + _CLASS_DOC_ATTRS
@@ -1535,7 +1842,8 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
 
     _parameter_constraints: dict = {
         **BaseMultilayerPerceptron._parameter_constraints,
-        "loss": [StrOptions({"squared_error"})],
+        "loss": [StrOptions({"squared_error", "poisson", "huber"})],
+        "huber_delta": [Interval(Real, 0, None, closed="neither")],
     }
 
     def __init__(
@@ -1568,7 +1876,13 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
         n_jobs=None,
         callbacks=None,
         comm=None,
+        leaky_relu_slope=0.01,
+        rho=0.9,
+        weight_decay=0.0,
+        dropout=0.0,
+        huber_delta=1.0,
     ):
+        self.huber_delta = huber_delta
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes,
             activation=activation,
@@ -1597,6 +1911,10 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
             n_jobs=n_jobs,
             callbacks=callbacks,
             comm=comm,
+            leaky_relu_slope=leaky_relu_slope,
+            rho=rho,
+            weight_decay=weight_decay,
+            dropout=dropout,
         )
 
     def predict(self, X):
@@ -1604,7 +1922,7 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
             The input data.
 
         Returns
@@ -1634,13 +1952,35 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
             y,
             multi_output=True,
             y_numeric=True,
+            accept_sparse="csr",
             dtype=(np.float64, np.float32),
             order="C",
             reset=reset,
         )
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
+        if self.loss == "poisson" and np.any(y < 0):
+            raise ValueError(
+                "loss='poisson' needs non-negative targets (counts or rates); "
+                f"y has negative values, the smallest is {np.min(y)}."
+            )
+        if not reset and hasattr(self, "out_activation_") and (
+            (self.out_activation_ == "exp") != (self.loss == "poisson")
+        ):
+            raise ValueError(
+                f"The network was fitted with output activation "
+                f"{self.out_activation_!r}, which loss={self.loss!r} cannot "
+                "continue. Use warm_start=False to start afresh."
+            )
         return X, y
+
+    def _output_code(self):
+        if self.out_activation_ == "identity" and self.loss == "huber":
+            return _core.REGRESSION_LOSSES["huber"]
+        return _core.OUTPUT_ACTIVATIONS[self.out_activation_]
+
+    def _loss_options(self):
+        return {"loss_param": float(self.huber_delta)}
 
     @available_if(lambda est: est._check_solver())
     @_fit_context(prefer_skip_nested_validation=True)
@@ -1649,7 +1989,7 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
             The input data.
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
             The target values.

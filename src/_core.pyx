@@ -25,8 +25,10 @@ cimport cython
 from cython cimport floating
 from cython.parallel cimport parallel, threadid
 from libc.math cimport (exp, expf, log, logf, log1p, log1pf, tanh, tanhf,
-                        sqrt, sqrtf, fabs, fabsf, isfinite, pow)
+                        sqrt, sqrtf, fabs, fabsf, isfinite, pow, expm1,
+                        expm1f)
 from libc.string cimport memcpy
+from libc.stdint cimport uint64_t
 
 from _blas cimport gemm_rm, axpy, dot
 
@@ -73,22 +75,34 @@ cdef enum:
     ACT_LOGISTIC = 1
     ACT_TANH = 2
     ACT_RELU = 3
+    ACT_LEAKY_RELU = 4   # z > 0 ? z : act_param * z
+    ACT_ELU = 5          # z > 0 ? z : exp(z) - 1
+    ACT_SOFTPLUS = 6     # log(1 + exp(z))
+    ACT_PRELU = 7        # z > 0 ? z : a_j * z, a learned slope per unit
     # Output layer: activation and its canonical loss.
     OUT_IDENTITY = 0   # identity + half squared error
     OUT_LOGISTIC = 1   # logistic + binary cross-entropy
     OUT_SOFTMAX = 2    # softmax + cross-entropy
+    OUT_EXP = 3        # exp (log link) + half Poisson deviance
+    OUT_HUBER = 4      # identity + Huber loss (threshold loss_param)
     # Thread shares of GEMM rows start at multiples of this (see _part_q).
     SPLIT_QUANTUM = 48
     # Solvers with an in-core step.
     SOLVER_SGD = 0
     SOLVER_ADAM = 1
+    SOLVER_RMSPROP = 2
     INT_MAX = 2147483647
 
 HIDDEN_ACTIVATIONS = {"identity": ACT_IDENTITY, "logistic": ACT_LOGISTIC,
-                      "tanh": ACT_TANH, "relu": ACT_RELU}
+                      "tanh": ACT_TANH, "relu": ACT_RELU,
+                      "leaky_relu": ACT_LEAKY_RELU, "elu": ACT_ELU,
+                      "softplus": ACT_SOFTPLUS, "prelu": ACT_PRELU}
 OUTPUT_ACTIVATIONS = {"identity": OUT_IDENTITY, "logistic": OUT_LOGISTIC,
-                      "softmax": OUT_SOFTMAX}
-SOLVERS = {"sgd": SOLVER_SGD, "adam": SOLVER_ADAM}
+                      "softmax": OUT_SOFTMAX, "exp": OUT_EXP}
+# Output codes of the regression losses (output activation, loss).
+REGRESSION_LOSSES = {"squared_error": OUT_IDENTITY, "poisson": OUT_EXP,
+                     "huber": OUT_HUBER}
+SOLVERS = {"sgd": SOLVER_SGD, "adam": SOLVER_ADAM, "rmsprop": SOLVER_RMSPROP}
 
 # Return codes of train_epoch.
 cdef enum:
@@ -109,6 +123,23 @@ cdef struct Net:
     int hidden_act
     int out_act
     int n_threads
+    double act_param          # leaky_relu's slope for z <= 0
+    Py_ssize_t slope_offset   # prelu: where the slopes start in theta, else -1
+    double loss_param         # huber: the threshold delta
+    const double* dropout     # rate per hidden layer (index l - 1), or NULL
+    uint64_t drop_seed        # key of the dropout masks' hash
+    uint64_t drop_row0        # counter of row 0 of the call (see _drop_keep)
+
+
+cdef struct CSR:
+    # A sparse input batch source: X in compressed sparse rows, the values
+    # passed separately (fused type) where a dense X would be.
+    const Py_ssize_t* indptr
+    const Py_ssize_t* indices
+    const Py_ssize_t* rowmap  # matrix row of the epoch's i-th row, or NULL: i
+    Py_ssize_t n_rows
+    Py_ssize_t n_cols
+    Py_ssize_t nnz
 
 
 cdef struct Optim:
@@ -119,6 +150,8 @@ cdef struct Optim:
     double beta_1
     double beta_2
     double epsilon
+    double rho                # RMSprop's decay of the mean square
+    double weight_decay       # decoupled: theta -= lr * weight_decay * theta
 
 
 def openmp_enabled():
@@ -181,6 +214,13 @@ cdef inline floating _tanh(floating x) noexcept nogil:
         return tanh(x)
 
 
+cdef inline floating _expm1(floating x) noexcept nogil:
+    if floating is float:
+        return expm1f(x)
+    else:
+        return expm1(x)
+
+
 cdef inline floating _sqrt(floating x) noexcept nogil:
     if floating is float:
         return sqrtf(x)
@@ -220,8 +260,9 @@ cdef inline Py_ssize_t _part_q(Py_ssize_t n, int tid, int nt) noexcept nogil:
 # block of rows; the threads are the caller's (each works on its own rows).
 
 cdef void bias_act_i(floating* Z, const floating* b, Py_ssize_t n,
-                     Py_ssize_t m, int act) noexcept nogil:
-    """Hidden layer, in place: ``Z = f(Z + b)``."""
+                     Py_ssize_t m, int act, floating slope) noexcept nogil:
+    """Hidden layer, in place: ``Z = f(Z + b)``; ``slope`` is leaky_relu's
+    (PReLU has its own kernel, :func:`prelu_forward_i`)."""
     cdef Py_ssize_t i, j
     cdef floating v
     cdef floating* z
@@ -240,6 +281,23 @@ cdef void bias_act_i(floating* Z, const floating* b, Py_ssize_t n,
             z = Z + i * m
             for j in range(m):
                 z[j] = 1 / (1 + _exp(-(z[j] + b[j])))
+    elif act == ACT_LEAKY_RELU:
+        for i in range(n):
+            z = Z + i * m
+            for j in range(m):
+                v = z[j] + b[j]
+                z[j] = v if v > 0 else slope * v
+    elif act == ACT_ELU:
+        for i in range(n):
+            z = Z + i * m
+            for j in range(m):
+                v = z[j] + b[j]
+                z[j] = v if v > 0 else _expm1(v)
+    elif act == ACT_SOFTPLUS:
+        for i in range(n):
+            z = Z + i * m
+            for j in range(m):
+                z[j] = _softplus(z[j] + b[j])
     else:
         for i in range(n):
             z = Z + i * m
@@ -247,11 +305,73 @@ cdef void bias_act_i(floating* Z, const floating* b, Py_ssize_t n,
                 z[j] = z[j] + b[j]
 
 
+cdef void prelu_forward_i(floating* Z, const floating* b,
+                          const floating* slopes, floating* Zsave,
+                          Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    """PReLU hidden layer, in place: ``v = Z + b``;
+    ``Z = v if v > 0 else slopes * v``, one slope per unit (column).
+
+    When ``Zsave`` is not NULL the pre-activations ``v`` are kept there for
+    the backward pass: a learned slope may reach 0 or turn negative, so
+    ``v`` cannot be recovered from the activation.
+    """
+    cdef Py_ssize_t i, j
+    cdef floating v
+    cdef floating* z
+    for i in range(n):
+        z = Z + i * m
+        for j in range(m):
+            v = z[j] + b[j]
+            if Zsave != NULL:
+                Zsave[i * m + j] = v
+            z[j] = v if v > 0 else slopes[j] * v
+
+
+cdef void prelu_backward_i(floating* D, floating* Zsave,
+                           const floating* slopes, Py_ssize_t n,
+                           Py_ssize_t m) noexcept nogil:
+    """PReLU hidden delta, in place: ``D = D * (1 if v > 0 else slopes)``
+    with ``v = Zsave``; ``Zsave`` is overwritten with each row's term of
+    the slopes' gradient, ``D * min(v, 0)`` (D before the derivative), which
+    phase 2 sums over rows (:func:`params_grad`).
+    """
+    cdef Py_ssize_t i, j
+    cdef floating v, d
+    cdef floating* r
+    cdef floating* z
+    for i in range(n):
+        r = D + i * m
+        z = Zsave + i * m
+        for j in range(m):
+            v = z[j]
+            d = r[j]
+            if v > 0:
+                z[j] = 0
+            else:
+                z[j] = d * v
+                r[j] = slopes[j] * d
+
+
 cdef void act_backward_i(floating* D, const floating* A, Py_ssize_t n,
-                         Py_ssize_t m, int act) noexcept nogil:
+                         Py_ssize_t m, int act, floating slope) noexcept nogil:
     """Hidden delta, in place: ``D = D * f'(A)``, the derivative taken from
-    the stored activation ``A = f(Z)``."""
+    the stored activation ``A = f(Z)``: leaky_relu's branch is the sign of
+    A (``slope >= 0``), elu's ``f'(z) = A + 1`` where ``A <= 0``, softplus's
+    ``f'(z) = 1 - exp(-A)``."""
+    cdef Py_ssize_t i
     cdef Py_ssize_t size = n * m
+    if act == ACT_LEAKY_RELU:
+        for i in range(size):
+            D[i] = D[i] if A[i] > 0 else slope * D[i]
+        return
+    if act == ACT_ELU:
+        for i in range(size):
+            D[i] = D[i] if A[i] > 0 else D[i] * (A[i] + 1)
+        return
+    if act == ACT_SOFTPLUS:
+        for i in range(size):
+            D[i] = -D[i] * _expm1(-A[i])
+        return
     # C kernels with restrict pointers (src/_kernels.h): these vectorise
     if floating is float:
         if act == ACT_RELU:
@@ -271,15 +391,19 @@ cdef void act_backward_i(floating* D, const floating* A, Py_ssize_t n,
 
 cdef void output_delta_i(floating* Z, const floating* b, const floating* Y,
                          const floating* sw, Py_ssize_t n, Py_ssize_t k,
-                         int out_act, double* rowloss) noexcept nogil:
-    """Output layer and loss, in place: ``Z = sw * (out(Z + b) - Y)``.
+                         int out_act, double* rowloss,
+                         double loss_param) noexcept nogil:
+    """Output layer and loss, in place: ``Z = sw * (out(Z + b) - Y)``
+    (Huber: ``Z = sw * clip(v - Y, -delta, delta)``, ``delta = loss_param``).
 
     Writes ``rowloss[i] = sw_i * loss_i``, each ``loss_i`` summed over the
     outputs and computed from the logits so that it is finite wherever
-    they are (log-softmax, softplus).
+    they are (log-softmax, softplus). Poisson's ``loss_i`` is the half
+    deviance ``exp(v) - y v + y log(y) - y`` (scikit-learn's; the constant
+    ``y log(y) - y`` has no gradient).
     """
     cdef Py_ssize_t i, j
-    cdef floating v, mx, s, w, p
+    cdef floating v, mx, s, w, p, hd
     cdef floating* z
     cdef const floating* y
     cdef double row, ysum
@@ -312,6 +436,27 @@ cdef void output_delta_i(floating* Z, const floating* b, const floating* Y,
                 row += _softplus(v) - y[j] * v
                 p = 1 / (1 + _exp(-v))
                 z[j] = w * (p - y[j])
+        elif out_act == OUT_EXP:
+            for j in range(k):
+                v = z[j] + b[j]
+                p = _exp(v)
+                row += p - y[j] * v
+                if y[j] > 0:
+                    row += y[j] * _log(y[j]) - y[j]
+                z[j] = w * (p - y[j])
+        elif out_act == OUT_HUBER:
+            hd = <floating>loss_param
+            for j in range(k):
+                v = z[j] + b[j] - y[j]
+                if v > hd:
+                    row += hd * (v - 0.5 * hd)
+                    z[j] = w * hd
+                elif v < -hd:
+                    row += hd * (-v - 0.5 * hd)
+                    z[j] = -w * hd
+                else:
+                    row += 0.5 * v * v
+                    z[j] = w * v
         else:
             for j in range(k):
                 v = z[j] + b[j] - y[j]
@@ -343,6 +488,9 @@ cdef void output_forward_i(floating* Z, const floating* b, Py_ssize_t n,
         elif out_act == OUT_LOGISTIC:
             for j in range(k):
                 z[j] = 1 / (1 + _exp(-(z[j] + b[j])))
+        elif out_act == OUT_EXP:
+            for j in range(k):
+                z[j] = _exp(z[j] + b[j])
         else:
             for j in range(k):
                 z[j] = z[j] + b[j]
@@ -365,16 +513,170 @@ cdef void colsum_i(floating* out, const floating* D, Py_ssize_t n,
 
 
 # --------------------------------------------------------------------------
+# Sparse first layer: X in CSR, rows found through ``_csr_row``.
+
+cdef inline Py_ssize_t _csr_row(const CSR* c, Py_ssize_t i) noexcept nogil:
+    """Matrix row of the epoch's (or call's) i-th row."""
+    return c.rowmap[i] if c.rowmap != NULL else i
+
+
+cdef void csr_matmul_i(floating* A, const floating* data, const CSR* c,
+                       Py_ssize_t i0, Py_ssize_t i1, const floating* W,
+                       Py_ssize_t fo) noexcept nogil:
+    """``A[i - i0] = X[row(i)] @ W`` for rows i0..i1, X sparse (CSR × dense)."""
+    cdef Py_ssize_t i, j, p, row
+    cdef floating v
+    cdef floating* a
+    cdef const floating* w
+    for i in range(i0, i1):
+        a = A + (i - i0) * fo
+        for j in range(fo):
+            a[j] = 0
+        row = _csr_row(c, i)
+        for p in range(c.indptr[row], c.indptr[row + 1]):
+            v = data[p]
+            w = W + c.indices[p] * fo
+            for j in range(fo):
+                a[j] += v * w[j]
+
+
+cdef void csr_grad_i(floating* G, const floating* data, const CSR* c,
+                     Py_ssize_t i0, Py_ssize_t nb, const floating* delta,
+                     Py_ssize_t fo, Py_ssize_t f0, Py_ssize_t f1,
+                     floating scale, bint accumulate) noexcept nogil:
+    """``G[f0:f1] (+)= scale * X[rows]ᵀ[f0:f1] @ delta`` for the nb rows
+    from i0, X sparse; each thread owns its feature rows f0..f1 of G and
+    adds the rows' terms in row order, so no result depends on the split."""
+    cdef Py_ssize_t i, j, p, f, row
+    cdef floating v
+    cdef floating* g
+    cdef const floating* d
+    if not accumulate:
+        for j in range(f0 * fo, f1 * fo):
+            G[j] = 0
+    for i in range(nb):
+        row = _csr_row(c, i0 + i)
+        d = delta + i * fo
+        for p in range(c.indptr[row], c.indptr[row + 1]):
+            f = c.indices[p]
+            if f0 <= f < f1:
+                v = scale * data[p]
+                g = G + f * fo
+                for j in range(fo):
+                    g[j] += v * d[j]
+
+
+# --------------------------------------------------------------------------
+# Dropout. Whether unit ``unit`` of row ``row`` is kept is a pure function
+# of (seed, row, unit): a counter-based hash (SplitMix64's finaliser), so the
+# masks need no RNG state, no storage (the backward pass recomputes them)
+# and do not depend on the thread count. ``row`` counts rows across calls
+# (the estimator passes the samples seen so far, so every epoch draws new
+# masks); ``unit`` numbers the hidden units of all layers in order.
+
+cdef inline uint64_t _mix64(uint64_t z) noexcept nogil:
+    z = (z ^ (z >> 30)) * <uint64_t>0xBF58476D1CE4E5B9ULL
+    z = (z ^ (z >> 27)) * <uint64_t>0x94D049BB133111EBULL
+    return z ^ (z >> 31)
+
+
+cdef inline bint _drop_keep(uint64_t seed, uint64_t row, uint64_t unit,
+                            uint64_t threshold) noexcept nogil:
+    """Keep with probability 1 - rate: the hash's top 53 bits, as a number
+    in [0, 2^53), are >= ``threshold = rate * 2^53``."""
+    cdef uint64_t h = _mix64(seed + (row + 1) * <uint64_t>0x9E3779B97F4A7C15ULL)
+    h = _mix64(h ^ ((unit + 1) * <uint64_t>0xD1B54A32D192ED03ULL))
+    return (h >> 11) >= threshold
+
+
+cdef inline uint64_t _drop_threshold(double rate) noexcept nogil:
+    return <uint64_t>(rate * 9007199254740992.0)   # rate * 2^53
+
+
+cdef inline floating _act_deriv(int act, floating a,
+                                floating slope) noexcept nogil:
+    """``f'(z)`` from the activation ``a = f(z)`` (not PReLU)."""
+    if act == ACT_RELU:
+        return 1 if a > 0 else 0
+    if act == ACT_TANH:
+        return 1 - a * a
+    if act == ACT_LOGISTIC:
+        return a * (1 - a)
+    if act == ACT_LEAKY_RELU:
+        return 1 if a > 0 else slope
+    if act == ACT_ELU:
+        return 1 if a > 0 else a + 1
+    if act == ACT_SOFTPLUS:
+        return -_expm1(-a)
+    return 1
+
+
+cdef void dropout_forward_i(floating* A, Py_ssize_t n, Py_ssize_t m,
+                            double rate, uint64_t seed, uint64_t row0,
+                            uint64_t unit0) noexcept nogil:
+    """Inverted dropout, in place: ``A = A * keep / (1 - rate)``, keep
+    drawn by :func:`_drop_keep` for rows row0.. and units unit0.."""
+    cdef Py_ssize_t i, j
+    cdef uint64_t thr = _drop_threshold(rate)
+    cdef floating scale = <floating>(1.0 / (1.0 - rate))
+    cdef floating* a
+    for i in range(n):
+        a = A + i * m
+        for j in range(m):
+            if _drop_keep(seed, row0 + i, unit0 + j, thr):
+                a[j] = a[j] * scale
+            else:
+                a[j] = 0
+
+
+cdef void dropout_backward_i(floating* D, const floating* A, Py_ssize_t n,
+                             Py_ssize_t m, int act, floating slope,
+                             double rate, uint64_t seed, uint64_t row0,
+                             uint64_t unit0) noexcept nogil:
+    """Hidden delta of a dropout layer, in place: ``D = D * keep * scale
+    * f'(Z)`` with ``scale = 1 / (1 - rate)``, ``f'`` taken from the stored
+    (dropped) activation ``A = keep * scale * f(Z)`` as ``f'`` of
+    ``A / scale``. PReLU: only ``D = D * keep * scale`` (its own backward
+    kernel follows, from the stored pre-activations)."""
+    cdef Py_ssize_t i, j
+    cdef uint64_t thr = _drop_threshold(rate)
+    cdef floating scale = <floating>(1.0 / (1.0 - rate))
+    cdef floating* d
+    cdef const floating* a
+    for i in range(n):
+        d = D + i * m
+        a = A + i * m
+        for j in range(m):
+            if not _drop_keep(seed, row0 + i, unit0 + j, thr):
+                d[j] = 0
+            elif act == ACT_PRELU:
+                d[j] = d[j] * scale
+            else:
+                d[j] = d[j] * scale * _act_deriv(act, a[j] / scale, slope)
+
+
+# --------------------------------------------------------------------------
 # Optimizer steps: one fused pass over a segment of the flat vectors.
 # ``l2`` adds the L2 gradient ``l2 * theta`` (weights only) on the fly.
 
 cdef void sgd_step_i(floating* theta, const floating* g, floating* velocity,
                      Py_ssize_t n, floating lr, floating momentum,
-                     bint nesterov, floating l2) noexcept nogil:
+                     bint nesterov, floating l2, floating decay) noexcept nogil:
     """``velocity = momentum * velocity - lr * g``; ``theta += velocity``
-    (Nesterov: ``theta += momentum * velocity - lr * g``)."""
+    (Nesterov: ``theta += momentum * velocity - lr * g``); with decoupled
+    weight decay, ``theta -= decay * theta`` too (theta before the step)."""
     cdef Py_ssize_t i
     cdef floating v, gi
+    if decay != 0:
+        for i in range(n):
+            gi = g[i] + l2 * theta[i]
+            v = momentum * velocity[i] - lr * gi
+            velocity[i] = v
+            if nesterov:
+                theta[i] += momentum * v - lr * gi - decay * theta[i]
+            else:
+                theta[i] += v - decay * theta[i]
+        return
     if nesterov:
         for i in range(n):
             gi = g[i] + l2 * theta[i]
@@ -392,14 +694,24 @@ cdef void sgd_step_i(floating* theta, const floating* g, floating* velocity,
 cdef void adam_step_i(floating* theta, const floating* g, floating* m,
                       floating* v, Py_ssize_t n, floating lr_t,
                       floating beta_1, floating beta_2, floating epsilon,
-                      floating l2) noexcept nogil:
+                      floating l2, floating decay) noexcept nogil:
     """``m = beta_1 m + (1 - beta_1) g``; ``v = beta_2 v + (1 - beta_2) g²``;
     ``theta -= lr_t * m / (sqrt(v) + epsilon)``, with the bias corrections
-    folded into ``lr_t = lr * sqrt(1 - beta_2**t) / (1 - beta_1**t)``."""
+    folded into ``lr_t = lr * sqrt(1 - beta_2**t) / (1 - beta_1**t)``; with
+    decoupled weight decay (AdamW), ``theta -= decay * theta`` too."""
     cdef Py_ssize_t i
     cdef floating gi, mi, vi
     cdef floating c1 = 1 - beta_1
     cdef floating c2 = 1 - beta_2
+    if decay != 0:
+        for i in range(n):
+            gi = g[i] + l2 * theta[i]
+            mi = beta_1 * m[i] + c1 * gi
+            vi = beta_2 * v[i] + c2 * (gi * gi)
+            m[i] = mi
+            v[i] = vi
+            theta[i] += (-lr_t * mi) / (_sqrt(vi) + epsilon) - decay * theta[i]
+        return
     for i in range(n):
         gi = g[i] + l2 * theta[i]
         mi = beta_1 * m[i] + c1 * gi
@@ -409,15 +721,39 @@ cdef void adam_step_i(floating* theta, const floating* g, floating* m,
         theta[i] += (-lr_t * mi) / (_sqrt(vi) + epsilon)
 
 
+cdef void rmsprop_step_i(floating* theta, const floating* g, floating* v,
+                         Py_ssize_t n, floating lr, floating rho,
+                         floating epsilon, floating l2,
+                         floating decay) noexcept nogil:
+    """``v = rho v + (1 - rho) g²``; ``theta -= lr * g / (sqrt(v) + epsilon)``
+    (and ``theta -= decay * theta`` with decoupled weight decay)."""
+    cdef Py_ssize_t i
+    cdef floating gi, vi
+    cdef floating c = 1 - rho
+    for i in range(n):
+        gi = g[i] + l2 * theta[i]
+        vi = rho * v[i] + c * (gi * gi)
+        v[i] = vi
+        theta[i] += (-lr * gi) / (_sqrt(vi) + epsilon) - decay * theta[i]
+
+
 cdef inline void step_i(const Optim* opt, floating* theta, const floating* g,
                         floating* s1, floating* s2, Py_ssize_t n, double lr_t,
-                        double l2) noexcept nogil:
+                        double l2, double decay) noexcept nogil:
+    """One solver's step over n parameters; ``decay`` is the decoupled
+    weight decay's ``lr * weight_decay`` (0 for biases and slopes)."""
     if opt.solver == SOLVER_ADAM:
         adam_step_i(theta, g, s1, s2, n, <floating>lr_t, <floating>opt.beta_1,
-                    <floating>opt.beta_2, <floating>opt.epsilon, <floating>l2)
+                    <floating>opt.beta_2, <floating>opt.epsilon, <floating>l2,
+                    <floating>decay)
+    elif opt.solver == SOLVER_RMSPROP:
+        rmsprop_step_i(theta, g, s1, n, <floating>opt.learning_rate,
+                       <floating>opt.rho, <floating>opt.epsilon, <floating>l2,
+                       <floating>decay)
     else:
         sgd_step_i(theta, g, s1, n, <floating>opt.learning_rate,
-                   <floating>opt.momentum, opt.nesterov, <floating>l2)
+                   <floating>opt.momentum, opt.nesterov, <floating>l2,
+                   <floating>decay)
 
 
 # --------------------------------------------------------------------------
@@ -444,12 +780,46 @@ cdef inline floating* _at(const Net* net, floating* base, Py_ssize_t rows,
     return base + rows * off
 
 
+cdef inline Py_ssize_t _slope_off(const Net* net, int layer) noexcept nogil:
+    """Where hidden layer ``layer``'s PReLU slopes (A_layer, layer >= 1)
+    start in theta: after the biases, one per unit, layer after layer."""
+    cdef Py_ssize_t off = net.slope_offset
+    cdef int l
+    for l in range(1, layer):
+        off += net.units[l]
+    return off
+
+
+cdef inline const floating* _slopes(const Net* net, const floating* theta,
+                                    int layer) noexcept nogil:
+    return theta + _slope_off(net, layer)
+
+
+cdef inline uint64_t _unit0(const Net* net, int layer) noexcept nogil:
+    """Number of hidden layer ``layer``'s first unit among all hidden
+    units (the dropout masks' unit counter)."""
+    cdef uint64_t off = 0
+    cdef int l
+    for l in range(1, layer):
+        off += <uint64_t>net.units[l]
+    return off
+
+
 cdef void rows_forward_backward(
         const Net* net, const floating* theta, const floating* X,
         const floating* Y, const floating* sw, Py_ssize_t r0, Py_ssize_t r1,
         floating* acts, floating* deltas, Py_ssize_t rows,
-        double* rowloss) noexcept nogil:
-    """Phase 1 for rows r0..r1 of a block whose row 0 is at X, Y, sw."""
+        double* rowloss, floating* zsave, Py_ssize_t block_row=0,
+        const CSR* csr=NULL) noexcept nogil:
+    """Phase 1 for rows r0..r1 of a block whose row 0 is at X, Y, sw.
+
+    ``zsave`` (PReLU only, else NULL) is laid out like the hidden part of
+    ``acts``: pre-activations on the way forward, each row's term of the
+    slopes' gradient on the way back. ``block_row`` is the block's row 0
+    in the epoch (the dropout masks' row counter, ``net.drop_row0`` added).
+    With ``csr`` (sparse X), X holds its values and the block's rows are
+    found from ``block_row`` (:func:`_csr_row`).
+    """
     cdef int L = net.n_layers
     cdef int l, fi, fo
     cdef int m = <int>(r1 - r0)
@@ -460,22 +830,37 @@ cdef void rows_forward_backward(
     if m <= 0:
         return
     # Forward: A_{l+1} = f(A_l @ W_l + b_l)
-    A_prev = X + r0 * net.units[0]
+    A_prev = X + r0 * net.units[0] if csr == NULL else X
     for l in range(L):
         fi = net.units[l]
         fo = net.units[l + 1]
         A = _at(net, acts, rows, l + 1) + r0 * fo
-        # A = A_prev @ W_l
-        gemm_rm(False, False, m, fo, fi, 1, A_prev, fi,
-                theta + net.offsets[l], fo, 0, A, fo)
+        if l == 0 and csr != NULL:
+            # A = X[rows] @ W_0, X sparse
+            csr_matmul_i(A, X, csr, block_row + r0, block_row + r1,
+                         theta + net.offsets[0], fo)
+        else:
+            # A = A_prev @ W_l
+            gemm_rm(False, False, m, fo, fi, 1, A_prev, fi,
+                    theta + net.offsets[l], fo, 0, A, fo)
         if l < L - 1:
-            bias_act_i(A, theta + net.offsets[L + l], m, fo, net.hidden_act)
+            if net.hidden_act == ACT_PRELU:
+                prelu_forward_i(A, theta + net.offsets[L + l],
+                                _slopes(net, theta, l + 1),
+                                _at(net, zsave, rows, l + 1) + r0 * fo, m, fo)
+            else:
+                bias_act_i(A, theta + net.offsets[L + l], m, fo,
+                           net.hidden_act, <floating>net.act_param)
+            if net.dropout != NULL and net.dropout[l] > 0:
+                dropout_forward_i(A, m, fo, net.dropout[l], net.drop_seed,
+                                  net.drop_row0 + <uint64_t>(block_row + r0),
+                                  _unit0(net, l + 1))
         A_prev = A
     # Output: delta_L = sw * (P - Y), in place over A_L
     fo = net.units[L]
     delta = _at(net, acts, rows, L) + r0 * fo
     output_delta_i(delta, theta + net.offsets[2 * L - 1], Y + r0 * fo,
-                   sw + r0, m, fo, net.out_act, rowloss + r0)
+                   sw + r0, m, fo, net.out_act, rowloss + r0, net.loss_param)
     # Hidden deltas: D_l = f'(A_l) * (delta_{l+1} @ W_lᵀ)
     for l in range(L - 1, 0, -1):
         fi = net.units[l]
@@ -484,19 +869,36 @@ cdef void rows_forward_backward(
         # D = delta @ W_lᵀ
         gemm_rm(False, True, m, fi, fo, 1, delta, fo,
                 theta + net.offsets[l], fo, 0, D, fi)
-        act_backward_i(D, _at(net, acts, rows, l) + r0 * fi, m, fi,
-                       net.hidden_act)
+        if net.dropout != NULL and net.dropout[l - 1] > 0:
+            dropout_backward_i(D, _at(net, acts, rows, l) + r0 * fi, m, fi,
+                               net.hidden_act, <floating>net.act_param,
+                               net.dropout[l - 1], net.drop_seed,
+                               net.drop_row0 + <uint64_t>(block_row + r0),
+                               _unit0(net, l))
+            if net.hidden_act == ACT_PRELU:
+                prelu_backward_i(D, _at(net, zsave, rows, l) + r0 * fi,
+                                 _slopes(net, theta, l), m, fi)
+        elif net.hidden_act == ACT_PRELU:
+            prelu_backward_i(D, _at(net, zsave, rows, l) + r0 * fi,
+                             _slopes(net, theta, l), m, fi)
+        else:
+            act_backward_i(D, _at(net, acts, rows, l) + r0 * fi, m, fi,
+                           net.hidden_act, <floating>net.act_param)
         delta = D
 
 
 cdef void params_grad(const Net* net, floating* grad, const floating* X,
                       Py_ssize_t nb, floating* acts, floating* deltas,
                       Py_ssize_t rows, floating scale, bint accumulate,
-                      int tid, int nt) noexcept nogil:
+                      int tid, int nt, floating* zsave,
+                      Py_ssize_t block_row=0, const CSR* csr=NULL) noexcept nogil:
     """Phase 2: thread ``tid``'s share of the gradient of a block of nb rows.
 
     ``grad W_l[r0:r1] (+)= scale * A_l[:, r0:r1]ᵀ @ delta_{l+1}`` and
-    ``grad b_l[c0:c1] (+)= scale * delta_{l+1}[:, c0:c1].sum(axis=0)``.
+    ``grad b_l[c0:c1] (+)= scale * delta_{l+1}[:, c0:c1].sum(axis=0)``;
+    with PReLU, ``grad a_l[c0:c1] (+)= scale * zsave_l[:, c0:c1].sum(axis=0)``
+    (zsave holding the rows' terms left by phase 1). With ``csr``, X is
+    sparse as in :func:`rows_forward_backward`.
     """
     cdef int L = net.n_layers
     cdef int l, fi, fo
@@ -517,7 +919,11 @@ cdef void params_grad(const Net* net, floating* grad, const floating* X,
             delta = _at(net, deltas, rows, l + 1)
         r0 = _part_q(fi, tid, nt)
         r1 = _part_q(fi, tid + 1, nt)
-        if r1 > r0:
+        if l == 0 and csr != NULL:
+            if r1 > r0:
+                csr_grad_i(grad + net.offsets[0], X, csr, block_row, nb, delta,
+                           fo, r0, r1, scale, accumulate)
+        elif r1 > r0:
             # grad W_l[r0:r1] (+)= scale * A_l[:, r0:r1].T @ delta
             gemm_rm(True, False, <int>(r1 - r0), fo, <int>nb, scale, A_l + r0,
                     fi, delta, fo, beta, grad + net.offsets[l] + r0 * fo, fo)
@@ -526,6 +932,15 @@ cdef void params_grad(const Net* net, floating* grad, const floating* X,
         if c1 > c0:
             colsum_i(grad + net.offsets[L + l] + c0, delta + c0, nb, c1 - c0,
                      fo, scale, accumulate)
+    if net.slope_offset >= 0:
+        for l in range(1, L):
+            fi = net.units[l]
+            c0 = _part(fi, tid, nt)
+            c1 = _part(fi, tid + 1, nt)
+            if c1 > c0:
+                colsum_i(grad + _slope_off(net, l) + c0,
+                         _at(net, zsave, rows, l) + c0, nb, c1 - c0, fi,
+                         scale, accumulate)
 
 
 cdef Py_ssize_t _n_row_blocks(const Net* net) noexcept nogil:
@@ -561,6 +976,7 @@ cdef void params_step(const Net* net, floating* theta, const floating* grad,
     cdef int L = net.n_layers
     cdef int l, fi, fo
     cdef Py_ssize_t seg, size, r, r_end, q = 0
+    cdef double decay = opt.learning_rate * opt.weight_decay
     for l in range(L):
         fi = net.units[l]
         fo = net.units[l + 1]
@@ -571,14 +987,23 @@ cdef void params_step(const Net* net, floating* theta, const floating* grad,
             size = (min(r + SPLIT_QUANTUM, r_end) - r) * fo
             sq_q[q + r // SPLIT_QUANTUM] = dot(<int>size, theta + seg, theta + seg)
             step_i(opt, theta + seg, grad + seg, s1 + seg, s2 + seg, size,
-                   lr_t, l2)
+                   lr_t, l2, decay)
             r += SPLIT_QUANTUM
         q += (fi + SPLIT_QUANTUM - 1) // SPLIT_QUANTUM
         seg = net.offsets[L + l] + _part(fo, tid, nt)
         size = _part(fo, tid + 1, nt) - _part(fo, tid, nt)
         if size > 0:
             step_i(opt, theta + seg, grad + seg, s1 + seg, s2 + seg, size,
-                   lr_t, 0)
+                   lr_t, 0, 0)
+    if net.slope_offset >= 0:
+        # PReLU slopes: no penalty
+        for l in range(1, L):
+            fi = net.units[l]
+            seg = _slope_off(net, l) + _part(fi, tid, nt)
+            size = _part(fi, tid + 1, nt) - _part(fi, tid, nt)
+            if size > 0:
+                step_i(opt, theta + seg, grad + seg, s1 + seg, s2 + seg,
+                       size, lr_t, 0, 0)
 
 
 cdef void params_l2(const Net* net, const floating* theta, floating* grad,
@@ -605,8 +1030,10 @@ cdef void params_l2(const Net* net, const floating* theta, floating* grad,
 
 cdef void forward_rows(const Net* net, const floating* theta,
                        const floating* X, Py_ssize_t n, floating* out,
-                       floating* buf0, floating* buf1) noexcept nogil:
-    """Prediction for n rows into ``out`` (n × units[L])."""
+                       floating* buf0, floating* buf1, Py_ssize_t row0=0,
+                       const CSR* csr=NULL) noexcept nogil:
+    """Prediction for n rows into ``out`` (n × units[L]); with ``csr``,
+    rows row0.. of the sparse X whose values are at X."""
     cdef int L = net.n_layers
     cdef int l, fi, fo
     cdef const floating* A_prev = X
@@ -620,11 +1047,21 @@ cdef void forward_rows(const Net* net, const floating* theta,
             A = buf0
         else:
             A = buf1
-        # A = A_prev @ W_l
-        gemm_rm(False, False, <int>n, fo, fi, 1, A_prev, fi,
-                theta + net.offsets[l], fo, 0, A, fo)
+        if l == 0 and csr != NULL:
+            # A = X[row0:row0 + n] @ W_0, X sparse
+            csr_matmul_i(A, X, csr, row0, row0 + n, theta + net.offsets[0], fo)
+        else:
+            # A = A_prev @ W_l
+            gemm_rm(False, False, <int>n, fo, fi, 1, A_prev, fi,
+                    theta + net.offsets[l], fo, 0, A, fo)
         if l < L - 1:
-            bias_act_i(A, theta + net.offsets[L + l], n, fo, net.hidden_act)
+            if net.hidden_act == ACT_PRELU:
+                prelu_forward_i(A, theta + net.offsets[L + l],
+                                _slopes(net, theta, l + 1), <floating*>NULL,
+                                n, fo)
+            else:
+                bias_act_i(A, theta + net.offsets[L + l], n, fo,
+                           net.hidden_act, <floating>net.act_param)
         else:
             output_forward_i(A, theta + net.offsets[L + l], n, fo, net.out_act)
         A_prev = A
@@ -646,7 +1083,8 @@ cdef int _raise_pending() except -1:
 
 cdef Net _make_net(const int[::1] units, const Py_ssize_t[::1] offsets,
                    Py_ssize_t n_params, int hidden_act, int out_act,
-                   int n_threads) except *:
+                   int n_threads, double act_param=0.0,
+                   double loss_param=1.0) except *:
     cdef Net net
     cdef int l
     cdef Py_ssize_t expect = 0
@@ -675,34 +1113,79 @@ cdef Net _make_net(const int[::1] units, const Py_ssize_t[::1] offsets,
         if offsets[net.n_layers + l] != expect:
             raise ValueError("offsets do not match the packing of theta")
         expect += units[l + 1]
+    net.slope_offset = -1
+    if hidden_act == ACT_PRELU:
+        # one slope per hidden unit, after the biases
+        net.slope_offset = expect
+        expect += net.sum_units - units[net.n_layers]
     if expect != n_params:
         raise ValueError(
             f"theta has {n_params} entries, the layer widths need {expect}")
-    if hidden_act not in (ACT_IDENTITY, ACT_LOGISTIC, ACT_TANH, ACT_RELU):
+    if hidden_act not in (ACT_IDENTITY, ACT_LOGISTIC, ACT_TANH, ACT_RELU,
+                          ACT_LEAKY_RELU, ACT_ELU, ACT_SOFTPLUS, ACT_PRELU):
         raise ValueError(f"unknown hidden activation code {hidden_act}")
-    if out_act not in (OUT_IDENTITY, OUT_LOGISTIC, OUT_SOFTMAX):
+    if not (act_param >= 0):
+        raise ValueError(f"the activation's slope must be >= 0, got {act_param}")
+    if out_act not in (OUT_IDENTITY, OUT_LOGISTIC, OUT_SOFTMAX, OUT_EXP,
+                       OUT_HUBER):
         raise ValueError(f"unknown output activation code {out_act}")
+    if out_act == OUT_HUBER and not (loss_param > 0):
+        raise ValueError(f"Huber's threshold must be > 0, got {loss_param}")
     net.n_params = n_params
     net.units = &units[0]
     net.offsets = &offsets[0]
     net.hidden_act = hidden_act
     net.out_act = out_act
     net.n_threads = max(1, n_threads)
+    net.act_param = act_param
+    net.loss_param = loss_param
+    net.dropout = NULL
+    net.drop_seed = 0
+    net.drop_row0 = 0
     return net
 
 
-def param_offsets(units):
+cdef void _set_dropout(Net* net, object dropout, uint64_t seed,
+                       uint64_t row0) except *:
+    """Turn dropout on in ``net`` when ``dropout`` (rates per hidden layer,
+    a C-contiguous float64 array kept alive by the caller) has a rate > 0."""
+    cdef const double[::1] rates
+    cdef int l
+    cdef bint any_on = False
+    if dropout is None:
+        return
+    rates = dropout
+    if rates.shape[0] != net.n_layers - 1:
+        raise ValueError(
+            f"dropout needs one rate per hidden layer ({net.n_layers - 1}), "
+            f"got {rates.shape[0]}")
+    for l in range(rates.shape[0]):
+        if not (0 <= rates[l] < 1):
+            raise ValueError(f"dropout rates must be in [0, 1), got {rates[l]}")
+        if rates[l] > 0:
+            any_on = True
+    if any_on:
+        net.dropout = &rates[0]
+        net.drop_seed = seed
+        net.drop_row0 = row0
+
+
+def param_offsets(units, prelu=False):
     """Offsets of each ``W_l`` then each ``b_l`` in the flat parameter vector.
 
     Parameters
     ----------
     units : sequence of int
         Layer widths, input first.
+    prelu : bool, default=False
+        Whether the vector ends with one PReLU slope per hidden unit (after
+        the biases, hidden layer after hidden layer).
 
     Returns
     -------
     offsets : ndarray of intp, shape (2 * (len(units) - 1),)
     n_params : int
+        Length of the vector, slopes included.
     """
     L = len(units) - 1
     offsets = np.empty(2 * L, dtype=np.intp)
@@ -713,19 +1196,25 @@ def param_offsets(units):
     for l in range(L):
         offsets[L + l] = pos
         pos += int(units[l + 1])
+    if prelu:
+        pos += sum(int(u) for u in units[1:L])
     return offsets, pos
 
 
-def train_workspace_size(units, Py_ssize_t rows):
+def train_workspace_size(units, Py_ssize_t rows, prelu=False, sparse=False):
     """Number of elements of the training workspace for blocks of ``rows``.
 
     Layout: activations A_1..A_L, hidden deltas D_1..D_{L-1}, gather
-    buffers for a shuffled batch (X, Y, sample weight), then room for one
-    double per row (the per-row losses), 8-byte aligned.
+    buffers for a shuffled batch (X, Y, sample weight; no X with a
+    ``sparse`` X), then room for one double per row (the per-row losses),
+    8-byte aligned; with ``prelu``, then the hidden pre-activations (see
+    :func:`_zsave_area`).
     """
     L = len(units) - 1
     floats = rows * (2 * sum(int(u) for u in units[1:]) - int(units[L])
-                     + int(units[0]) + int(units[L]) + 1)
+                     + (0 if sparse else int(units[0])) + int(units[L]) + 1)
+    if prelu:
+        floats += rows * sum(int(u) for u in units[1:L])
     return floats + 2 * rows + 2
 
 
@@ -744,6 +1233,41 @@ cdef Py_ssize_t _share_capacity(Py_ssize_t rows, int nt) noexcept nogil:
     return min(rows, ((nq + nt - 1) // nt) * SPLIT_QUANTUM)
 
 
+cdef bint _csr_init(CSR* c, object X_csr, bint dense_given) except -1:
+    """Point ``c`` at ``X_csr = (data, indices, indptr, n_cols)`` (indices
+    and indptr intp arrays the caller keeps alive), after checking them;
+    return False when X is dense (``X_csr`` None)."""
+    cdef const Py_ssize_t[::1] ind
+    cdef const Py_ssize_t[::1] ptr
+    cdef Py_ssize_t i, n, nnz, n_cols
+    if X_csr is None:
+        if not dense_given:
+            raise ValueError("X (dense) or X_csr (sparse) is needed")
+        return False
+    if dense_given:
+        raise ValueError("pass X or X_csr, not both")
+    data, indices, indptr, n_cols = X_csr
+    ind = indices
+    ptr = indptr
+    n = ptr.shape[0] - 1
+    nnz = ind.shape[0]
+    if n < 0 or ptr[0] != 0 or ptr[n] != nnz or len(data) != nnz:
+        raise ValueError("X_csr: indptr must run from 0 to the number of values")
+    for i in range(n):
+        if ptr[i + 1] < ptr[i]:
+            raise ValueError("X_csr: indptr must not decrease")
+    for i in range(nnz):
+        if ind[i] < 0 or ind[i] >= n_cols:
+            raise ValueError("X_csr: a column index is out of range")
+    c.indptr = &ptr[0]
+    c.indices = &ind[0] if nnz > 0 else NULL
+    c.rowmap = NULL
+    c.n_rows = n
+    c.n_cols = n_cols
+    c.nnz = nnz
+    return True
+
+
 cdef void _check_rows(Py_ssize_t rows) except *:
     if rows < 1:
         raise ValueError("block size must be >= 1")
@@ -758,17 +1282,36 @@ cdef double* _rowloss_area(floating* work, Py_ssize_t used) noexcept nogil:
     return <double*>addr
 
 
+cdef void* _zsave_area(const Net* net, double* rowloss,
+                       Py_ssize_t rows) noexcept nogil:
+    """PReLU's pre-activation area (rows × hidden units), after the
+    per-row losses; NULL for other activations."""
+    if net.slope_offset < 0:
+        return NULL
+    return <void*>(rowloss + rows)
+
+
 def loss_grad(floating[::1] theta, floating[::1] grad,
               const floating[:, ::1] X, const floating[:, ::1] Y,
               const floating[::1] sample_weight,
               const int[::1] units, const Py_ssize_t[::1] offsets,
               int hidden_act, int out_act, double alpha,
-              floating[::1] work, Py_ssize_t block_rows, int n_threads=1):
+              floating[::1] work, Py_ssize_t block_rows, int n_threads=1,
+              double act_param=0.0, double loss_param=1.0, dropout=None,
+              uint64_t dropout_seed=0, uint64_t dropout_row0=0, X_csr=None):
     """Full-batch loss and gradient (the objective lbfgs minimises).
 
     The rows of ``X`` are processed in blocks of ``block_rows`` (the
     workspace is sized for that), the gradient accumulated over blocks, by
     ``n_threads`` OpenMP threads (call BLAS single-threaded).
+    ``act_param`` is leaky_relu's slope, ``loss_param`` Huber's threshold
+    (``out_act`` = REGRESSION_LOSSES['huber']). ``dropout`` (float64 rates
+    per hidden layer, or None) applies the masks of rows ``dropout_row0``..
+    drawn with key ``dropout_seed`` (see :func:`dropout_keep`): the loss
+    and gradient of the network thinned by those fixed masks. A sparse X
+    is passed as ``X_csr = (data, indices, indptr, n_features)`` (indices
+    and indptr of intp, data of theta's dtype) with ``X=None``; the first
+    layer then multiplies it in CSR form.
 
     Returns
     -------
@@ -780,13 +1323,20 @@ def loss_grad(floating[::1] theta, floating[::1] grad,
     ``grad`` receives the gradient of ``data_loss + penalty``.
     """
     cdef Net net = _make_net(units, offsets, theta.shape[0], hidden_act,
-                             out_act, n_threads)
-    cdef Py_ssize_t n = X.shape[0]
-    cdef Py_ssize_t nf = X.shape[1]
+                             out_act, n_threads, act_param, loss_param)
+    _set_dropout(&net, dropout, dropout_seed, dropout_row0)
+    cdef CSR csr
+    cdef bint sparse = _csr_init(&csr, X_csr, X is not None)
+    cdef const CSR* csr_p = &csr if sparse else NULL
+    cdef const floating[::1] X_data
+    cdef Py_ssize_t n = csr.n_rows if sparse else X.shape[0]
+    cdef Py_ssize_t nf = csr.n_cols if sparse else X.shape[1]
+    cdef Py_ssize_t xs = 0 if sparse else nf   # dense row stride
     cdef Py_ssize_t k = Y.shape[1]
     cdef Py_ssize_t rows = min(block_rows, n)
     cdef Py_ssize_t start, nb, i, r0, r1
     cdef int tid
+    cdef floating* zsave
     cdef int nt = net.n_threads
     cdef double sw_sum = 0, sq = 0
     cdef double[::1] parts = np.zeros(nt + 1, dtype=np.float64)
@@ -811,7 +1361,8 @@ def loss_grad(floating[::1] theta, floating[::1] grad,
         raise ValueError("X or Y do not match the layer widths")
     if Y.shape[0] != n or sample_weight.shape[0] != n:
         raise ValueError("X, Y and sample_weight differ in length")
-    if work.shape[0] < train_workspace_size(units, rows):
+    if work.shape[0] < train_workspace_size(units, rows,
+                                            net.slope_offset >= 0, sparse):
         raise ValueError("workspace too small")
     for i in range(n):
         sw_sum += sample_weight[i]
@@ -821,10 +1372,15 @@ def loss_grad(floating[::1] theta, floating[::1] grad,
     acts = &work[0]
     deltas = acts + rows * net.sum_units
     rowloss = _rowloss_area(
-        &work[0], rows * (2 * net.sum_units - units[net.n_layers] + nf + k + 1))
+        &work[0], rows * (2 * net.sum_units - units[net.n_layers] + xs + k + 1))
+    zsave = <floating*>_zsave_area(&net, rowloss, rows)
     theta_p = &theta[0]
     grad_p = &grad[0]
-    X_p = &X[0, 0]
+    if sparse:
+        X_data = X_csr[0]
+        X_p = &X_data[0] if csr.nnz > 0 else NULL
+    else:
+        X_p = &X[0, 0]
     Y_p = &Y[0, 0]
     sw_p = &sample_weight[0]
     shared = &parts[0]
@@ -835,12 +1391,13 @@ def loss_grad(floating[::1] theta, floating[::1] grad,
             nb = min(rows, n - start)
             r0 = _part_q(nb, tid, nt)
             r1 = _part_q(nb, tid + 1, nt)
-            rows_forward_backward(&net, theta_p, X_p + start * nf,
+            rows_forward_backward(&net, theta_p, X_p + start * xs,
                                   Y_p + start * k, sw_p + start, r0, r1,
-                                  acts, deltas, rows, rowloss)
+                                  acts, deltas, rows, rowloss, zsave, start,
+                                  csr_p)
             cbp_barrier()
-            params_grad(&net, grad_p, X_p + start * nf, nb, acts, deltas, rows,
-                        scale, start > 0, tid, nt)
+            params_grad(&net, grad_p, X_p + start * xs, nb, acts, deltas, rows,
+                        scale, start > 0, tid, nt, zsave, start, csr_p)
             if tid == 0:
                 for i in range(nb):
                     shared[nt] += rowloss[i]
@@ -861,20 +1418,34 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
                 int hidden_act, int out_act, double alpha,
                 int solver, double learning_rate, double momentum,
                 bint nesterov, double beta_1, double beta_2, double epsilon,
-                Py_ssize_t[::1] step, floating[::1] work, int n_threads=1):
+                Py_ssize_t[::1] step, floating[::1] work, int n_threads=1,
+                double act_param=0.0, double rho=0.9, double weight_decay=0.0,
+                double loss_param=1.0, dropout=None, uint64_t dropout_seed=0,
+                uint64_t dropout_row0=0, X_csr=None):
     """One epoch of mini-batch training, in place, without the GIL.
 
     Batches are consecutive runs of ``batch_size`` entries of ``order``
     (or of the rows, when ``order`` is None), gathered into the workspace.
     Each batch: forward, output delta, backward, and one fused optimizer
     step per parameter segment with the L2 gradient ``alpha * W / sw_sum``
-    added on the fly; ``state_1``/``state_2`` are the velocity (sgd) or the
-    moments m and v (adam). ``n_threads`` OpenMP threads share each batch
-    (call BLAS single-threaded); the weights do not depend on their number.
+    added on the fly; ``state_1``/``state_2`` are the velocity (sgd), the
+    moments m and v (adam) or the mean square (rmsprop, decay ``rho``;
+    ``state_2`` unused). ``weight_decay`` > 0 adds decoupled weight decay
+    on the weights (not biases or slopes), ``theta -= learning_rate *
+    weight_decay * theta`` in the same pass (AdamW with adam).
+    ``n_threads`` OpenMP threads share each batch (call BLAS
+    single-threaded); the weights do not depend on their number.
     ``step[0]`` counts Adam's updates and is advanced in place, so it stays
     right if the epoch is interrupted. Pending signals (Ctrl-C) are checked
     between batches: the exception is raised with theta as it was after
-    the last whole step.
+    the last whole step. ``act_param`` is leaky_relu's slope,
+    ``loss_param`` Huber's threshold. ``dropout`` (float64 rates per hidden
+    layer, or None: off) drops hidden units at training with inverted
+    scaling; the masks of the epoch's i-th row are those of row counter
+    ``dropout_row0 + i`` under key ``dropout_seed`` (see
+    :func:`dropout_keep`), whatever the thread count. A sparse X is
+    passed as ``X_csr`` with ``X=None`` (see :func:`loss_grad`); its rows
+    are read in place, not gathered.
 
     Returns
     -------
@@ -888,10 +1459,17 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
         finite; that batch's update is then not applied.
     """
     cdef Net net = _make_net(units, offsets, theta.shape[0], hidden_act,
-                             out_act, n_threads)
+                             out_act, n_threads, act_param, loss_param)
+    _set_dropout(&net, dropout, dropout_seed, dropout_row0)
+    cdef CSR csr
+    cdef bint sparse = _csr_init(&csr, X_csr, X is not None)
+    cdef const CSR* csr_p = &csr if sparse else NULL
+    cdef const floating[::1] X_data
     cdef Optim opt
-    cdef Py_ssize_t n = X.shape[0]
-    cdef Py_ssize_t nf = X.shape[1]
+    cdef floating* zsave
+    cdef Py_ssize_t n = csr.n_rows if sparse else X.shape[0]
+    cdef Py_ssize_t nf = csr.n_cols if sparse else X.shape[1]
+    cdef Py_ssize_t xs = 0 if sparse else nf   # dense row stride
     cdef Py_ssize_t k = Y.shape[1]
     cdef Py_ssize_t P = theta.shape[0]
     cdef Py_ssize_t rows = min(batch_size, n)
@@ -931,8 +1509,12 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
     if n < 1:
         raise ValueError("train_epoch needs at least one sample")
     _check_rows(rows)
-    if solver not in (SOLVER_SGD, SOLVER_ADAM):
+    if solver not in (SOLVER_SGD, SOLVER_ADAM, SOLVER_RMSPROP):
         raise ValueError(f"unknown solver code {solver}")
+    if not (0 <= rho < 1):
+        raise ValueError(f"rho must be in [0, 1), got {rho}")
+    if not (weight_decay >= 0):
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
     if grad.shape[0] != P or state_1.shape[0] != P or (
             solver == SOLVER_ADAM and state_2.shape[0] != P):
         raise ValueError("grad and optimizer state must match theta in size")
@@ -940,7 +1522,8 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
         raise ValueError("X or Y do not match the layer widths")
     if Y.shape[0] != n or sample_weight.shape[0] != n:
         raise ValueError("X, Y and sample_weight differ in length")
-    if work.shape[0] < train_workspace_size(units, rows):
+    if work.shape[0] < train_workspace_size(units, rows,
+                                            net.slope_offset >= 0, sparse):
         raise ValueError("workspace too small")
     if step.shape[0] < 1:
         raise ValueError("step must hold one counter")
@@ -960,18 +1543,26 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
     opt.beta_1 = beta_1
     opt.beta_2 = beta_2
     opt.epsilon = epsilon
+    opt.rho = rho
+    opt.weight_decay = weight_decay
 
     acts = &work[0]
     deltas = acts + rows * net.sum_units
     Xb = deltas + rows * (net.sum_units - units[net.n_layers])
-    Yb = Xb + rows * nf
+    Yb = Xb + rows * xs
     swb = Yb + rows * k
     rowloss = _rowloss_area(&work[0], (swb - acts) + rows)
+    zsave = <floating*>_zsave_area(&net, rowloss, rows)
     theta_p = &theta[0]
     grad_p = &grad[0]
     s1_p = &state_1[0]
     s2_p = &state_2[0] if solver == SOLVER_ADAM else NULL
-    X_p = &X[0, 0]
+    if sparse:
+        X_data = X_csr[0]
+        X_p = &X_data[0] if csr.nnz > 0 else NULL
+        csr.rowmap = order_p   # NULL when not shuffled
+    else:
+        X_p = &X[0, 0]
     Y_p = &Y[0, 0]
     sw_p = &sample_weight[0]
     step_p = &step[0]
@@ -989,18 +1580,19 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
                 # gather this thread's rows: Xb[i] = X[order[start + i]], ...
                 for i in range(r0, r1):
                     r = order_p[start + i]
-                    memcpy(Xb + i * nf, X_p + r * nf, nf * sizeof(floating))
+                    if not sparse:
+                        memcpy(Xb + i * nf, X_p + r * nf, nf * sizeof(floating))
                     memcpy(Yb + i * k, Y_p + r * k, k * sizeof(floating))
                     swb[i] = sw_p[r]
-                Xc = Xb
+                Xc = X_p if sparse else Xb
                 Yc = Yb
                 swc = swb
             else:
-                Xc = X_p + start * nf
+                Xc = X_p + start * xs
                 Yc = Y_p + start * k
                 swc = sw_p + start
             rows_forward_backward(&net, theta_p, Xc, Yc, swc, r0, r1, acts,
-                                  deltas, rows, rowloss)
+                                  deltas, rows, rowloss, zsave, start, csr_p)
             cbp_barrier()
             # every thread sums the same numbers in the same order, so all
             # take the same decisions below
@@ -1015,7 +1607,8 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
                         shared[3] = _STATUS_NONFINITE_LOSS
                     break
                 params_grad(&net, grad_p, Xc, nb, acts, deltas, rows,
-                            <floating>(1.0 / sw_sum), False, tid, nt)
+                            <floating>(1.0 / sw_sum), False, tid, nt, zsave,
+                            start, csr_p)
                 lr_t = 0
                 if solver == SOLVER_ADAM:
                     t_local = t_local + 1
@@ -1045,15 +1638,23 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
 def forward(const floating[::1] theta, const floating[:, ::1] X,
             floating[:, ::1] out, const int[::1] units,
             const Py_ssize_t[::1] offsets, int hidden_act, int out_act,
-            floating[::1] work, Py_ssize_t block_rows, int n_threads=1):
+            floating[::1] work, Py_ssize_t block_rows, int n_threads=1,
+            double act_param=0.0, X_csr=None):
     """Predict ``out = network(X)`` in blocks of ``block_rows`` rows, each
     block split over ``n_threads`` OpenMP threads (call BLAS
     single-threaded), without the GIL. Memory beyond ``out`` is the
-    workspace, bounded by the block size."""
+    workspace, bounded by the block size. ``act_param`` is leaky_relu's
+    slope. A sparse X is passed as ``X_csr`` with ``X=None`` (see
+    :func:`loss_grad`)."""
     cdef Net net = _make_net(units, offsets, theta.shape[0], hidden_act,
-                             out_act, n_threads)
-    cdef Py_ssize_t n = X.shape[0]
-    cdef Py_ssize_t nf = X.shape[1]
+                             out_act, n_threads, act_param)
+    cdef CSR csr
+    cdef bint sparse = _csr_init(&csr, X_csr, X is not None)
+    cdef const CSR* csr_p = &csr if sparse else NULL
+    cdef const floating[::1] X_data
+    cdef Py_ssize_t n = csr.n_rows if sparse else X.shape[0]
+    cdef Py_ssize_t nf = csr.n_cols if sparse else X.shape[1]
+    cdef Py_ssize_t xs = 0 if sparse else nf   # dense row stride
     cdef Py_ssize_t k = out.shape[1]
     cdef Py_ssize_t start, nb, r0, r1, chunk, rows = min(block_rows, n)
     cdef int tid
@@ -1075,7 +1676,11 @@ def forward(const floating[::1] theta, const floating[:, ::1] X,
         raise ValueError("workspace too small")
     chunk = _share_capacity(rows, nt)
     work_p = &work[0] if work.shape[0] > 0 else NULL
-    X_p = &X[0, 0]
+    if sparse:
+        X_data = X_csr[0]
+        X_p = &X_data[0] if csr.nnz > 0 else NULL
+    else:
+        X_p = &X[0, 0]
     out_p = &out[0, 0]
     with nogil, parallel(num_threads=nt):
         tid = threadid()
@@ -1090,8 +1695,9 @@ def forward(const floating[::1] theta, const floating[:, ::1] X,
             r0 = _part_q(nb, tid, nt)
             r1 = _part_q(nb, tid + 1, nt)
             if r1 > r0:
-                forward_rows(&net, theta_p, X_p + (start + r0) * nf, r1 - r0,
-                             out_p + (start + r0) * k, buf0, buf1)
+                forward_rows(&net, theta_p, X_p + (start + r0) * xs, r1 - r0,
+                             out_p + (start + r0) * k, buf0, buf1, start + r0,
+                             csr_p)
             start = start + nb
 
 
@@ -1180,6 +1786,8 @@ def batch_loss_grad(const floating[::1] theta, floating[::1] grad,
     cdef const Py_ssize_t* index_p
     if grad.shape[0] != theta.shape[0]:
         raise ValueError("grad and theta differ in size")
+    if net.slope_offset >= 0:
+        raise ValueError("batch_loss_grad does not support prelu (no slope area)")
     if nf != units[0] or k != units[net.n_layers]:
         raise ValueError("X or Y do not match the layer widths")
     if Y.shape[0] != n or sample_weight.shape[0] != n:
@@ -1218,10 +1826,10 @@ def batch_loss_grad(const floating[::1] theta, floating[::1] grad,
             memcpy(Yb + i * k, Y_p + r * k, k * sizeof(floating))
             swb[i] = sw_p[r]
         rows_forward_backward(&net, theta_p, Xb, Yb, swb, r0, r1, acts,
-                              deltas, nb, rowloss)
+                              deltas, nb, rowloss, <floating*>NULL)
         cbp_barrier()
         params_grad(&net, grad_p, Xb, nb, acts, deltas, nb, fscale, False,
-                    tid, nt)
+                    tid, nt, <floating*>NULL)
     for i in range(nb):
         data_sum += rowloss[i]
     return data_sum
@@ -1276,6 +1884,9 @@ def optimizer_step(floating[::1] theta, const floating[::1] grad,
     opt.beta_1 = beta_1
     opt.beta_2 = beta_2
     opt.epsilon = epsilon
+    # rmsprop and decoupled weight decay are not distributed (yet)
+    opt.rho = 0.9
+    opt.weight_decay = 0.0
     if solver == SOLVER_ADAM:
         step[0] += 1
         lr_t = (learning_rate * sqrt(1 - pow(beta_2, step[0]))
@@ -1338,3 +1949,39 @@ def batch_weight_sums(const floating[::1] sample_weight,
                 r = order[i] if shuffled else i
                 s = s + sample_weight[r]
             out[j] = s
+
+
+def dropout_keep(uint64_t seed, uint64_t row0, Py_ssize_t n_rows,
+                 uint64_t unit0, Py_ssize_t n_units, double rate):
+    """The dropout masks the core draws, for tests and inspection.
+
+    Parameters
+    ----------
+    seed : int
+        The masks' key (``dropout_seed``).
+    row0 : int
+        Row counter of the first row (``dropout_row0`` + the row's position).
+    n_rows : int
+        Number of rows.
+    unit0 : int
+        Number of the first unit among all hidden units (layer after layer).
+    n_units : int
+        Number of units.
+    rate : float
+        The dropout rate, in [0, 1).
+
+    Returns
+    -------
+    keep : ndarray of bool, shape (n_rows, n_units)
+    """
+    cdef Py_ssize_t i, j
+    cdef uint64_t thr
+    if not (0 <= rate < 1):
+        raise ValueError(f"dropout rates must be in [0, 1), got {rate}")
+    thr = _drop_threshold(rate)
+    keep = np.empty((n_rows, n_units), dtype=np.uint8)
+    cdef unsigned char[:, ::1] k = keep
+    for i in range(n_rows):
+        for j in range(n_units):
+            k[i, j] = _drop_keep(seed, row0 + i, unit0 + j, thr)
+    return keep.astype(bool)

@@ -470,10 +470,10 @@ def test_lbfgs_nonfinite_loss_midway_never_leaves_nonfinite_weights(monkeypatch)
     X, _, y = _data(100, 5)
     seen = {}
 
-    def flaky(real, theta, grad, *args):
+    def flaky(real, theta, grad, *args, **kwargs):
         key = theta.tobytes()
         if key in seen or len(seen) < 8:
-            data, penalty = real(theta, grad, *args)
+            data, penalty = real(theta, grad, *args, **kwargs)
             seen.setdefault(key, data + penalty)
             return data, penalty
         grad[:] = np.nan
@@ -640,9 +640,9 @@ def test_ctrl_c_during_fit_leaves_a_usable_estimator(monkeypatch, Est, solver):
     y = _y_for(Est, y_class, y_reg)
     calls = {"n": 0, "losses": []}
 
-    def counting(real, *args):
+    def counting(real, *args, **kwargs):
         calls["n"] += 1
-        result = real(*args)
+        result = real(*args, **kwargs)
         if solver == "lbfgs":
             calls["losses"].append(result[0] + result[1])
         return result
@@ -726,11 +726,11 @@ def test_predict_releases_the_gil(fitted, monkeypatch):
     state = {"inside": False}
     entered = threading.Event()
 
-    def forward(real, *args):
+    def forward(real, *args, **kwargs):
         state["inside"] = True
         entered.set()
         try:
-            return real(*args)
+            return real(*args, **kwargs)
         finally:
             state["inside"] = False
 
