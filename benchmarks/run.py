@@ -216,13 +216,14 @@ class EstimatorLibrary:
             seconds = time.perf_counter() - start
         return model, seconds
 
-    def seconds_per_epoch(self, workload, epochs):
-        """The marginal cost of an epoch: ``(T(1 + epochs) - T(1)) / epochs``.
+    def epoch_timings(self, workload, epochs):
+        """Seconds of a 1-epoch fit and of a ``1 + epochs`` fit, same seed.
 
-        A fit has a fixed cost (input validation, label encoding,
-        allocation) that is no part of an epoch; on small data it is as
-        long as several epochs, so timing one fit and dividing by its
-        epochs would blur the comparison. Both fits run from the same seed.
+        An epoch costs the difference divided by ``epochs`` (see
+        :func:`marginal_epoch`): a fit has a fixed cost (input validation,
+        label encoding, allocation) that is no part of an epoch; on small
+        data it is as long as several epochs, so timing one fit and
+        dividing by its epochs would blur the comparison.
         """
         _, one = self.fit(workload, 1)
         model, seconds = self.fit(workload, 1 + epochs)
@@ -230,7 +231,7 @@ class EstimatorLibrary:
             raise RuntimeError(
                 f"{self.name} stopped after {model.n_iter_} epochs, not {1 + epochs}"
             )
-        return max(seconds - one, 1e-12) / epochs
+        return one, seconds
 
     def predict_proba(self, model, X):
         return model.predict_proba(X)
@@ -309,9 +310,10 @@ class TorchLibrary:
             self._epoch(model, optimizer, loss_fn, X, y, generator)
         return model, time.perf_counter() - start
 
-    def seconds_per_epoch(self, workload, epochs):
+    def epoch_timings(self, workload, epochs):
+        """No fixed cost to remove: 0, and the seconds of ``epochs`` epochs."""
         _, seconds = self.fit(workload, epochs)
-        return seconds / epochs
+        return 0.0, seconds
 
     def predict_proba(self, model, X):
         with self.torch.no_grad():
@@ -402,14 +404,34 @@ def settle(pause):
 
 
 def best_of_rounds(libraries, rounds, measure, pause):
-    """Best ``measure(library)`` per library name, alternating libraries each round."""
+    """Best ``measure(library)`` per library name, alternating libraries each round.
+
+    ``measure`` returns a number or a tuple of numbers; for a tuple each
+    element's best (lowest) value is kept on its own.
+    """
     best = {}
     for r in range(rounds):
         for library in rotated(libraries, r):
             settle(pause)
-            seconds = measure(library)
-            best[library.name] = min(best.get(library.name, float("inf")), seconds)
+            value = measure(library)
+            if library.name not in best:
+                best[library.name] = value
+            elif isinstance(value, tuple):
+                best[library.name] = tuple(map(min, best[library.name], value))
+            else:
+                best[library.name] = min(best[library.name], value)
     return best
+
+
+def marginal_epoch(short, long, epochs):
+    """Seconds per epoch from the best short and best long fit of the rounds.
+
+    The difference of the bests, not the best difference: the lowest of
+    several noisy differences ``T(1 + E) - T(1)`` is biased low (a round
+    whose 1-epoch fit was slowed down gives a small difference), while
+    each best time is close to the undisturbed one.
+    """
+    return max(long - short, 1e-12) / epochs
 
 
 def peak_traced_mib(call):
@@ -449,12 +471,14 @@ def add_ratios(rows):
 
 def measure_training(workload, libraries, args):
     """Seconds per epoch of every library on a training workload."""
-    best = best_of_rounds(
+    epochs = args.epochs * workload.epoch_scale
+    timings = best_of_rounds(
         libraries,
         args.rounds,
-        lambda lib: lib.seconds_per_epoch(workload, args.epochs * workload.epoch_scale),
+        lambda lib: lib.epoch_timings(workload, epochs),
         args.pause,
     )
+    best = {name: marginal_epoch(short, long, epochs) for name, (short, long) in timings.items()}
     flops = train_flops(workload.layer_sizes, workload.X.shape[0])
     rows = [
         Row(workload.name, name, workload.dtype_name, seconds, flops / seconds / 1e9)
