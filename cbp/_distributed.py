@@ -100,7 +100,7 @@ def threads_per_rank(comm):
     if hasattr(os, "sched_getaffinity"):
         cores = min(cores, len(os.sched_getaffinity(0)))
     share = cores if cores < n_cpus else cores // ranks_here
-    return max(1, min(_core.max_threads(), share))
+    return _core.thread_cap(max(1, min(_core.max_threads(), share)))
 
 
 class DataParallelEpochs:

@@ -136,13 +136,19 @@ class _LayerWidths(Options):
 
 
 def _n_threads(n_jobs):
-    """OpenMP threads for ``n_jobs``: None means all, negative counts back."""
+    """OpenMP threads for ``n_jobs``: None means all, negative counts back.
+
+    Capped to what OpenMP can start here (OMP_THREAD_LIMIT; 1 inside an
+    OpenMP region that cannot nest), as the core caps it.
+    """
     n_max = _core.max_threads()
     if n_jobs is None:
-        return n_max
-    if n_jobs < 0:
-        return max(1, n_max + 1 + n_jobs)
-    return int(n_jobs)
+        n = n_max
+    elif n_jobs < 0:
+        n = max(1, n_max + 1 + n_jobs)
+    else:
+        n = int(n_jobs)
+    return _core.thread_cap(n)
 
 
 def _block_rows(n_samples, width):
@@ -1373,9 +1379,10 @@ _CLASS_DOC_PARAMS = """
         Number of threads the core splits each batch over (OpenMP; BLAS is
         kept single-threaded inside them). None uses all the threads
         OpenMP offers (``OMP_NUM_THREADS`` or the number of cores), -1 as
-        well, -2 all but one. The result does not depend on it. Not in
-        scikit-learn, whose MLP uses BLAS's threads. With ``comm``, None
-        gives each rank its node's cores divided by the node's ranks.
+        well, -2 all but one; ``OMP_THREAD_LIMIT`` caps it. The result
+        does not depend on it. Not in scikit-learn, whose MLP uses BLAS's
+        threads. With ``comm``, None gives each rank its node's cores
+        divided by the node's ranks.
 
     callbacks : list or tuple of callable, default=None
         Functions ``f(estimator, info)`` called after each epoch of the

@@ -40,6 +40,21 @@ cdef extern from *:
     #include <omp.h>
     static int cbp_max_threads(void) { return omp_get_max_threads(); }
     static int cbp_has_openmp(void) { return 1; }
+    static int cbp_team_size(void) { return omp_get_num_threads(); }
+    /* at most n threads, as many as a region started here would get */
+    static int cbp_thread_cap(int n) {
+        int cap = omp_get_thread_limit();
+        if (omp_get_active_level() >= omp_get_max_active_levels()) cap = 1;
+        if (n > cap) n = cap;
+        return n < 1 ? 1 : n;
+    }
+    /* the core's regions need teams of exactly the size asked for */
+    static int cbp_dynamic_off(void) {
+        int d = omp_get_dynamic();
+        omp_set_dynamic(0);
+        return d;
+    }
+    static void cbp_dynamic_restore(int d) { omp_set_dynamic(d); }
     /* an orphaned barrier: binds to the enclosing parallel region */
     static void cbp_barrier(void) {
         #pragma omp barrier
@@ -47,11 +62,19 @@ cdef extern from *:
     #else
     static int cbp_max_threads(void) { return 1; }
     static int cbp_has_openmp(void) { return 0; }
+    static int cbp_team_size(void) { return 1; }
+    static int cbp_thread_cap(int n) { return 1; }
+    static int cbp_dynamic_off(void) { return 0; }
+    static void cbp_dynamic_restore(int d) { (void)d; }
     static void cbp_barrier(void) {}
     #endif
     """
     int cbp_max_threads() nogil
     int cbp_has_openmp() nogil
+    int cbp_team_size() nogil
+    int cbp_thread_cap(int n) nogil
+    int cbp_dynamic_off() nogil
+    void cbp_dynamic_restore(int d) nogil
     void cbp_barrier() nogil
 
 cdef extern from "_kernels.h" nogil:
@@ -162,6 +185,19 @@ def openmp_enabled():
 def max_threads():
     """Return OpenMP's default thread count (1 without OpenMP)."""
     return cbp_max_threads()
+
+
+def thread_cap(int n_threads):
+    """Return ``n_threads`` capped to what a parallel region started from
+    this thread can have: OMP_THREAD_LIMIT, and 1 inside an OpenMP region
+    that cannot nest (1 without OpenMP). The core's calls use this many."""
+    return cbp_thread_cap(n_threads)
+
+
+cdef int _short_team_error(int n_threads) except -1:
+    raise RuntimeError(
+        f"OpenMP started fewer threads than the {n_threads} asked for; "
+        "nothing was computed. Lower n_jobs.")
 
 
 def safety_checks(Py_ssize_t past_end=2, Py_ssize_t negative=-1):
@@ -906,6 +942,9 @@ cdef void params_grad(const Net* net, floating* grad, const floating* X,
     cdef const floating* A_l
     cdef floating* delta
     cdef floating beta = 1 if accumulate else 0
+    cdef Py_ssize_t b0 = _block_share(net, tid, nt)
+    cdef Py_ssize_t b1 = _block_share(net, tid + 1, nt)
+    cdef Py_ssize_t g0 = 0
     for l in range(L):
         fi = net.units[l]
         fo = net.units[l + 1]
@@ -917,8 +956,8 @@ cdef void params_grad(const Net* net, floating* grad, const floating* X,
             delta = _at(net, acts, rows, L)
         else:
             delta = _at(net, deltas, rows, l + 1)
-        r0 = _part_q(fi, tid, nt)
-        r1 = _part_q(fi, tid + 1, nt)
+        _share_rows(net, l, g0, b0, b1, &r0, &r1)
+        g0 += (fi + SPLIT_QUANTUM - 1) // SPLIT_QUANTUM
         if l == 0 and csr != NULL:
             if r1 > r0:
                 csr_grad_i(grad + net.offsets[0], X, csr, block_row, nb, delta,
@@ -952,6 +991,59 @@ cdef Py_ssize_t _n_row_blocks(const Net* net) noexcept nogil:
     return total
 
 
+cdef Py_ssize_t _block_share(const Net* net, int tid, int nt) noexcept nogil:
+    """First weight-row block (global index) of thread ``tid``'s phase-2 share.
+
+    The weight matrices' rows are cut into blocks of SPLIT_QUANTUM rows
+    (layer by layer, the order of ``_n_row_blocks``); a block of r rows of
+    layer l costs r * units[l + 1] (its gradient GEMM and its optimizer
+    step). Threads take consecutive blocks of about equal total cost, so
+    that a narrow input layer or a thin output layer does not leave one
+    thread most of the work, as an even split of each layer's rows would.
+    A block's arithmetic does not depend on which thread computes it, so
+    the weights do not depend on ``nt``.
+    """
+    cdef int L = net.n_layers
+    cdef int l
+    cdef Py_ssize_t fi, fo, r, size, total = 0, before = 0, g = 0
+    if tid <= 0:
+        return 0
+    if tid >= nt:
+        return _n_row_blocks(net)
+    for l in range(L):
+        total += <Py_ssize_t>net.units[l] * net.units[l + 1]
+    # the first block whose midpoint lies past tid / nt of the total
+    for l in range(L):
+        fi = net.units[l]
+        fo = net.units[l + 1]
+        r = 0
+        while r < fi:
+            size = min(SPLIT_QUANTUM, fi - r) * fo
+            if (2 * before + size) * nt > 2 * total * tid:
+                return g
+            before += size
+            g += 1
+            r += SPLIT_QUANTUM
+    return g
+
+
+cdef inline void _share_rows(const Net* net, int l, Py_ssize_t g0,
+                             Py_ssize_t b0, Py_ssize_t b1, Py_ssize_t* r0,
+                             Py_ssize_t* r1) noexcept nogil:
+    """Rows [r0, r1) of layer l's weights in the blocks [b0, b1), when the
+    layer's blocks start at global index g0 (empty when none are)."""
+    cdef Py_ssize_t fi = net.units[l]
+    cdef Py_ssize_t nq = (fi + SPLIT_QUANTUM - 1) // SPLIT_QUANTUM
+    cdef Py_ssize_t lo = max(b0, g0) - g0
+    cdef Py_ssize_t hi = min(b1, g0 + nq) - g0
+    if hi <= lo:
+        r0[0] = 0
+        r1[0] = 0
+    else:
+        r0[0] = lo * SPLIT_QUANTUM
+        r1[0] = min(hi * SPLIT_QUANTUM, fi)
+
+
 cdef double _sum_blocks(const double* sq_q, Py_ssize_t n) noexcept nogil:
     """``sum(sq_q[:n])`` in index order (the same bits for any thread count)."""
     cdef double total = 0
@@ -977,11 +1069,12 @@ cdef void params_step(const Net* net, floating* theta, const floating* grad,
     cdef int l, fi, fo
     cdef Py_ssize_t seg, size, r, r_end, q = 0
     cdef double decay = opt.learning_rate * opt.weight_decay
+    cdef Py_ssize_t b0 = _block_share(net, tid, nt)
+    cdef Py_ssize_t b1 = _block_share(net, tid + 1, nt)
     for l in range(L):
         fi = net.units[l]
         fo = net.units[l + 1]
-        r = _part_q(fi, tid, nt)
-        r_end = _part_q(fi, tid + 1, nt)
+        _share_rows(net, l, q, b0, b1, &r, &r_end)
         while r < r_end:
             seg = net.offsets[l] + r * fo
             size = (min(r + SPLIT_QUANTUM, r_end) - r) * fo
@@ -1013,11 +1106,12 @@ cdef void params_l2(const Net* net, const floating* theta, floating* grad,
     cdef int L = net.n_layers
     cdef int l, fi, fo
     cdef Py_ssize_t seg, size, r, r_end, q = 0
+    cdef Py_ssize_t b0 = _block_share(net, tid, nt)
+    cdef Py_ssize_t b1 = _block_share(net, tid + 1, nt)
     for l in range(L):
         fi = net.units[l]
         fo = net.units[l + 1]
-        r = _part_q(fi, tid, nt)
-        r_end = _part_q(fi, tid + 1, nt)
+        _share_rows(net, l, q, b0, b1, &r, &r_end)
         while r < r_end:
             seg = net.offsets[l] + r * fo
             size = (min(r + SPLIT_QUANTUM, r_end) - r) * fo
@@ -1136,7 +1230,7 @@ cdef Net _make_net(const int[::1] units, const Py_ssize_t[::1] offsets,
     net.offsets = &offsets[0]
     net.hidden_act = hidden_act
     net.out_act = out_act
-    net.n_threads = max(1, n_threads)
+    net.n_threads = cbp_thread_cap(max(1, n_threads))
     net.act_param = act_param
     net.loss_param = loss_param
     net.dropout = NULL
@@ -1384,27 +1478,39 @@ def loss_grad(floating[::1] theta, floating[::1] grad,
     Y_p = &Y[0, 0]
     sw_p = &sample_weight[0]
     shared = &parts[0]
+    cdef int dynamic
+    cdef int short_team_v = 0
+    cdef int* short_team = &short_team_v
+    dynamic = cbp_dynamic_off()
     with nogil, parallel(num_threads=nt):
         tid = threadid()
-        start = 0
-        while start < n:
-            nb = min(rows, n - start)
-            r0 = _part_q(nb, tid, nt)
-            r1 = _part_q(nb, tid + 1, nt)
-            rows_forward_backward(&net, theta_p, X_p + start * xs,
-                                  Y_p + start * k, sw_p + start, r0, r1,
-                                  acts, deltas, rows, rowloss, zsave, start,
-                                  csr_p)
-            cbp_barrier()
-            params_grad(&net, grad_p, X_p + start * xs, nb, acts, deltas, rows,
-                        scale, start > 0, tid, nt, zsave, start, csr_p)
+        if cbp_team_size() != nt:
+            # (OMP_DYNAMIC or a limit): skip the work, raise below
             if tid == 0:
-                for i in range(nb):
-                    shared[nt] += rowloss[i]
-            cbp_barrier()
-            start = start + nb
-        params_l2(&net, theta_p, grad_p, <floating>(alpha / sw_sum), sq_q,
-                  tid, nt)
+                short_team[0] = 1
+        else:
+            start = 0
+            while start < n:
+                nb = min(rows, n - start)
+                r0 = _part_q(nb, tid, nt)
+                r1 = _part_q(nb, tid + 1, nt)
+                rows_forward_backward(&net, theta_p, X_p + start * xs,
+                                      Y_p + start * k, sw_p + start, r0, r1,
+                                      acts, deltas, rows, rowloss, zsave, start,
+                                      csr_p)
+                cbp_barrier()
+                params_grad(&net, grad_p, X_p + start * xs, nb, acts, deltas, rows,
+                            scale, start > 0, tid, nt, zsave, start, csr_p)
+                if tid == 0:
+                    for i in range(nb):
+                        shared[nt] += rowloss[i]
+                cbp_barrier()
+                start = start + nb
+            params_l2(&net, theta_p, grad_p, <floating>(alpha / sw_sum), sq_q,
+                      tid, nt)
+    cbp_dynamic_restore(dynamic)
+    if short_team[0]:
+        _short_team_error(nt)
     sq = _sum_blocks(sq_q, _n_row_blocks(&net))
     return parts[nt] / sw_sum, 0.5 * alpha * sq / sw_sum
 
@@ -1568,68 +1674,80 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
     step_p = &step[0]
     step0 = step[0]
 
+    cdef int dynamic
+    cdef int short_team_v = 0
+    cdef int* short_team = &short_team_v
+    dynamic = cbp_dynamic_off()
     with nogil, parallel(num_threads=nt):
         tid = threadid()
-        t_local = step0
-        start = 0
-        while start < n_total:
-            nb = min(rows, n_total - start)
-            r0 = _part_q(nb, tid, nt)
-            r1 = _part_q(nb, tid + 1, nt)
-            if shuffled:
-                # gather this thread's rows: Xb[i] = X[order[start + i]], ...
-                for i in range(r0, r1):
-                    r = order_p[start + i]
-                    if not sparse:
-                        memcpy(Xb + i * nf, X_p + r * nf, nf * sizeof(floating))
-                    memcpy(Yb + i * k, Y_p + r * k, k * sizeof(floating))
-                    swb[i] = sw_p[r]
-                Xc = X_p if sparse else Xb
-                Yc = Yb
-                swc = swb
-            else:
-                Xc = X_p + start * xs
-                Yc = Y_p + start * k
-                swc = sw_p + start
-            rows_forward_backward(&net, theta_p, Xc, Yc, swc, r0, r1, acts,
-                                  deltas, rows, rowloss, zsave, start, csr_p)
-            cbp_barrier()
-            # every thread sums the same numbers in the same order, so all
-            # take the same decisions below
-            sw_sum = 0
-            batch_data = 0
-            for i in range(nb):
-                sw_sum = sw_sum + swc[i]
-                batch_data = batch_data + rowloss[i]
-            if sw_sum > 0:
-                if not isfinite(batch_data):
-                    if tid == 0:
-                        shared[3] = _STATUS_NONFINITE_LOSS
-                    break
-                params_grad(&net, grad_p, Xc, nb, acts, deltas, rows,
-                            <floating>(1.0 / sw_sum), False, tid, nt, zsave,
-                            start, csr_p)
-                lr_t = 0
-                if solver == SOLVER_ADAM:
-                    t_local = t_local + 1
-                    lr_t = (learning_rate * sqrt(1 - pow(beta_2, t_local))
-                            / (1 - pow(beta_1, t_local)))
-                params_step(&net, theta_p, grad_p, s1_p, s2_p, &opt, lr_t,
-                            alpha / sw_sum, sq_q, tid, nt)
-            # batches whose weights are all zero carry no gradient: skipped
-            if tid == 0 and start + nb < n_total and _pending_signal():
-                shared[4] = 1
-            cbp_barrier()
+        if cbp_team_size() != nt:
+            # (OMP_DYNAMIC or a limit): skip the work, raise below
             if tid == 0:
+                short_team[0] = 1
+        else:
+            t_local = step0
+            start = 0
+            while start < n_total:
+                nb = min(rows, n_total - start)
+                r0 = _part_q(nb, tid, nt)
+                r1 = _part_q(nb, tid + 1, nt)
+                if shuffled:
+                    # gather this thread's rows: Xb[i] = X[order[start + i]], ...
+                    for i in range(r0, r1):
+                        r = order_p[start + i]
+                        if not sparse:
+                            memcpy(Xb + i * nf, X_p + r * nf, nf * sizeof(floating))
+                        memcpy(Yb + i * k, Y_p + r * k, k * sizeof(floating))
+                        swb[i] = sw_p[r]
+                    Xc = X_p if sparse else Xb
+                    Yc = Yb
+                    swc = swb
+                else:
+                    Xc = X_p + start * xs
+                    Yc = Y_p + start * k
+                    swc = sw_p + start
+                rows_forward_backward(&net, theta_p, Xc, Yc, swc, r0, r1, acts,
+                                      deltas, rows, rowloss, zsave, start, csr_p)
+                cbp_barrier()
+                # every thread sums the same numbers in the same order, so all
+                # take the same decisions below
+                sw_sum = 0
+                batch_data = 0
+                for i in range(nb):
+                    sw_sum = sw_sum + swc[i]
+                    batch_data = batch_data + rowloss[i]
                 if sw_sum > 0:
-                    sq = _sum_blocks(sq_q, n_blocks)
-                    shared[0] += batch_data / sw_sum * nb
-                    shared[1] += 0.5 * alpha * sq / sw_sum * nb
-                shared[2] += nb
-                step_p[0] = t_local
-            start = start + nb
-            if shared[4] != 0:
-                break
+                    if not isfinite(batch_data):
+                        if tid == 0:
+                            shared[3] = _STATUS_NONFINITE_LOSS
+                        break
+                    params_grad(&net, grad_p, Xc, nb, acts, deltas, rows,
+                                <floating>(1.0 / sw_sum), False, tid, nt, zsave,
+                                start, csr_p)
+                    lr_t = 0
+                    if solver == SOLVER_ADAM:
+                        t_local = t_local + 1
+                        lr_t = (learning_rate * sqrt(1 - pow(beta_2, t_local))
+                                / (1 - pow(beta_1, t_local)))
+                    params_step(&net, theta_p, grad_p, s1_p, s2_p, &opt, lr_t,
+                                alpha / sw_sum, sq_q, tid, nt)
+                # batches whose weights are all zero carry no gradient: skipped
+                if tid == 0 and start + nb < n_total and _pending_signal():
+                    shared[4] = 1
+                cbp_barrier()
+                if tid == 0:
+                    if sw_sum > 0:
+                        sq = _sum_blocks(sq_q, n_blocks)
+                        shared[0] += batch_data / sw_sum * nb
+                        shared[1] += 0.5 * alpha * sq / sw_sum * nb
+                    shared[2] += nb
+                    step_p[0] = t_local
+                start = start + nb
+                if shared[4] != 0:
+                    break
+    cbp_dynamic_restore(dynamic)
+    if short_team[0]:
+        _short_team_error(nt)
     if shared[4] != 0:
         _raise_pending()
     return shared[0], shared[1], <Py_ssize_t>shared[2], <int>shared[3]
@@ -1682,23 +1800,35 @@ def forward(const floating[::1] theta, const floating[:, ::1] X,
     else:
         X_p = &X[0, 0]
     out_p = &out[0, 0]
+    cdef int dynamic
+    cdef int short_team_v = 0
+    cdef int* short_team = &short_team_v
+    dynamic = cbp_dynamic_off()
     with nogil, parallel(num_threads=nt):
         tid = threadid()
-        buf0 = NULL
-        buf1 = NULL
-        if work_p != NULL:
-            buf0 = work_p + 2 * tid * chunk * net.max_hidden
-            buf1 = buf0 + chunk * net.max_hidden
-        start = 0
-        while start < n:
-            nb = min(rows, n - start)
-            r0 = _part_q(nb, tid, nt)
-            r1 = _part_q(nb, tid + 1, nt)
-            if r1 > r0:
-                forward_rows(&net, theta_p, X_p + (start + r0) * xs, r1 - r0,
-                             out_p + (start + r0) * k, buf0, buf1, start + r0,
-                             csr_p)
-            start = start + nb
+        if cbp_team_size() != nt:
+            # (OMP_DYNAMIC or a limit): skip the work, raise below
+            if tid == 0:
+                short_team[0] = 1
+        else:
+            buf0 = NULL
+            buf1 = NULL
+            if work_p != NULL:
+                buf0 = work_p + 2 * tid * chunk * net.max_hidden
+                buf1 = buf0 + chunk * net.max_hidden
+            start = 0
+            while start < n:
+                nb = min(rows, n - start)
+                r0 = _part_q(nb, tid, nt)
+                r1 = _part_q(nb, tid + 1, nt)
+                if r1 > r0:
+                    forward_rows(&net, theta_p, X_p + (start + r0) * xs, r1 - r0,
+                                 out_p + (start + r0) * k, buf0, buf1, start + r0,
+                                 csr_p)
+                start = start + nb
+    cbp_dynamic_restore(dynamic)
+    if short_team[0]:
+        _short_team_error(nt)
 
 
 # --------------------------------------------------------------------------
@@ -1815,21 +1945,33 @@ def batch_loss_grad(const floating[::1] theta, floating[::1] grad,
     Y_p = &Y[0, 0]
     sw_p = &sample_weight[0]
     index_p = &index[0]
+    cdef int dynamic
+    cdef int short_team_v = 0
+    cdef int* short_team = &short_team_v
+    dynamic = cbp_dynamic_off()
     with nogil, parallel(num_threads=nt):
         tid = threadid()
-        r0 = _part_q(nb, tid, nt)
-        r1 = _part_q(nb, tid + 1, nt)
-        # gather this thread's rows: Xb[i] = X[index[i]], ...
-        for i in range(r0, r1):
-            r = index_p[i]
-            memcpy(Xb + i * nf, X_p + r * nf, nf * sizeof(floating))
-            memcpy(Yb + i * k, Y_p + r * k, k * sizeof(floating))
-            swb[i] = sw_p[r]
-        rows_forward_backward(&net, theta_p, Xb, Yb, swb, r0, r1, acts,
-                              deltas, nb, rowloss, <floating*>NULL)
-        cbp_barrier()
-        params_grad(&net, grad_p, Xb, nb, acts, deltas, nb, fscale, False,
-                    tid, nt, <floating*>NULL)
+        if cbp_team_size() != nt:
+            # (OMP_DYNAMIC or a limit): skip the work, raise below
+            if tid == 0:
+                short_team[0] = 1
+        else:
+            r0 = _part_q(nb, tid, nt)
+            r1 = _part_q(nb, tid + 1, nt)
+            # gather this thread's rows: Xb[i] = X[index[i]], ...
+            for i in range(r0, r1):
+                r = index_p[i]
+                memcpy(Xb + i * nf, X_p + r * nf, nf * sizeof(floating))
+                memcpy(Yb + i * k, Y_p + r * k, k * sizeof(floating))
+                swb[i] = sw_p[r]
+            rows_forward_backward(&net, theta_p, Xb, Yb, swb, r0, r1, acts,
+                                  deltas, nb, rowloss, <floating*>NULL)
+            cbp_barrier()
+            params_grad(&net, grad_p, Xb, nb, acts, deltas, nb, fscale, False,
+                        tid, nt, <floating*>NULL)
+    cbp_dynamic_restore(dynamic)
+    if short_team[0]:
+        _short_team_error(nt)
     for i in range(nb):
         data_sum += rowloss[i]
     return data_sum
@@ -1899,12 +2041,24 @@ def optimizer_step(floating[::1] theta, const floating[::1] grad,
     sq_q = <double*>calloc(max(1, n_blocks), sizeof(double))
     if sq_q == NULL:
         raise MemoryError()
+    cdef int dynamic
+    cdef int short_team_v = 0
+    cdef int* short_team = &short_team_v
+    dynamic = cbp_dynamic_off()
     with nogil, parallel(num_threads=nt):
         tid = threadid()
-        params_step(&net, theta_p, grad_p, s1_p, s2_p, &opt, lr_t, l2, sq_q,
-                    tid, nt)
+        if cbp_team_size() != nt:
+            # (OMP_DYNAMIC or a limit): skip the work, raise below
+            if tid == 0:
+                short_team[0] = 1
+        else:
+            params_step(&net, theta_p, grad_p, s1_p, s2_p, &opt, lr_t, l2, sq_q,
+                        tid, nt)
+    cbp_dynamic_restore(dynamic)
     sq = _sum_blocks(sq_q, n_blocks)
     free(sq_q)
+    if short_team[0]:
+        _short_team_error(nt)
     return sq
 
 

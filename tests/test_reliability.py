@@ -810,6 +810,60 @@ def test_same_seed_same_bits_whatever_the_thread_count(Est, solver, dtype):
         assert loss == ref[2]
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_same_bits_whatever_the_thread_count_wide_layers(dtype):
+    """Layers of several SPLIT_QUANTUM-row blocks, shared unevenly: the
+    threads' shares of the gradient and the step cross layer boundaries."""
+    X, y, _ = _data(400, 130, seed=4, dtype=dtype)
+    results = []
+    with _quiet():
+        for n_jobs in THREAD_COUNTS + (5, 7):
+            est = MLPClassifier(hidden_layer_sizes=(150, 7, 100), max_iter=3,
+                                batch_size=150, random_state=5, n_jobs=n_jobs)
+            est.fit(X, y)
+            results.append((_params(est), est.loss_))
+    for params, loss in results[1:]:
+        _assert_same_params(results[0][0], params)
+        assert loss == results[0][1]
+
+
+_TEAM_SCRIPT = """
+import warnings
+import numpy as np
+from cbp import MLPClassifier
+warnings.simplefilter("ignore")
+rng = np.random.RandomState(0)
+X = rng.standard_normal((300, 20))
+y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0)
+for solver in ("adam", "lbfgs"):
+    est = MLPClassifier(hidden_layer_sizes=(60,), solver=solver, max_iter=4,
+                        random_state=0, n_jobs=3).fit(X, y)
+    print(repr(est.loss_), repr(float(est.predict_proba(X).sum())),
+          repr(float(np.abs(est.coefs_[0]).sum())))
+"""
+
+
+@pytest.mark.skipif(not _core.openmp_enabled(), reason="serial build")
+@pytest.mark.parametrize("env", [{"OMP_THREAD_LIMIT": "1"}, {"OMP_DYNAMIC": "true"},
+                                 {"OMP_THREAD_LIMIT": "2", "OMP_DYNAMIC": "true"}])
+def test_openmp_settings_that_shrink_teams_change_nothing(env):
+    """OpenMP may start fewer threads than n_jobs asks for (a thread limit,
+    dynamic teams). The core caps its thread count to the limit and turns
+    dynamic teams off for its regions: same results as without them (before,
+    a short team left rows of every batch uncomputed)."""
+    import subprocess
+
+    def run(extra):
+        clean = {k: v for k, v in os.environ.items()
+                 if k not in ("OMP_THREAD_LIMIT", "OMP_DYNAMIC")}
+        out = subprocess.run([sys.executable, "-c", _TEAM_SCRIPT], env={**clean, **extra},
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    assert run(env) == run({})
+
+
 # ---------------------------------------------------------------------------
 # Memory: repeated fit/predict does not grow the process.
 
