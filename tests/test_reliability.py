@@ -846,7 +846,7 @@ for solver in ("adam", "lbfgs"):
 @pytest.mark.skipif(not _core.openmp_enabled(), reason="serial build")
 @pytest.mark.parametrize("env", [{"OMP_THREAD_LIMIT": "1"}, {"OMP_DYNAMIC": "true"},
                                  {"OMP_THREAD_LIMIT": "2", "OMP_DYNAMIC": "true"}])
-def test_openmp_settings_that_shrink_teams_change_nothing(env):
+def test_openmp_settings_that_shrink_teams_change_nothing(env, tmp_path):
     """OpenMP may start fewer threads than n_jobs asks for (a thread limit,
     dynamic teams). The core caps its thread count to the limit and turns
     dynamic teams off for its regions: same results as without them (before,
@@ -856,8 +856,10 @@ def test_openmp_settings_that_shrink_teams_change_nothing(env):
     def run(extra):
         clean = {k: v for k, v in os.environ.items()
                  if k not in ("OMP_THREAD_LIMIT", "OMP_DYNAMIC")}
+        # cwd away from the checkout: ``-c`` puts the cwd first on sys.path,
+        # and the source tree's cbp/ has no compiled core when installed
         out = subprocess.run([sys.executable, "-c", _TEAM_SCRIPT], env={**clean, **extra},
-                             capture_output=True, text=True, timeout=120)
+                             capture_output=True, text=True, timeout=120, cwd=tmp_path)
         assert out.returncode == 0, out.stderr
         return out.stdout
 
