@@ -9,6 +9,7 @@
 #ifndef CBP_KERNELS_H
 #define CBP_KERNELS_H
 
+#include <math.h>
 #include <stddef.h>
 
 #define CBP_DEFINE_KERNELS(T, S)                                              \
@@ -45,5 +46,77 @@ static inline void cbp_logistic_backward_##S(T *restrict D,                  \
 
 CBP_DEFINE_KERNELS(float, f)
 CBP_DEFINE_KERNELS(double, d)
+
+/* Adam's step over n parameters (see adam_step_i in _core.pyx):
+ *   g = grad + l2 * theta; m = beta_1 m + c1 g; v = beta_2 v + c2 g^2;
+ *   theta += (-lr_t * m) / (sqrt(v) + epsilon) - decay * theta.
+ * The division and the square root, not memory, bound this loop; on x86
+ * a copy compiled for AVX (8 floats or 4 doubles per instruction, twice
+ * the baseline's SSE2) is chosen at run time where the CPU has it. The
+ * copy is compiled without FMA, so both copies round every operation the
+ * same way and give the same bits.
+ */
+#define CBP_ADAM_BODY(T, SQRT)                                                \
+    if (decay != 0) {                                                         \
+        for (ptrdiff_t i = 0; i < n; i++) {                                   \
+            T gi = g[i] + l2 * theta[i];                                      \
+            T mi = beta_1 * m[i] + c1 * gi;                                   \
+            T vi = beta_2 * v[i] + c2 * (gi * gi);                            \
+            m[i] = mi;                                                        \
+            v[i] = vi;                                                        \
+            theta[i] += (-lr_t * mi) / (SQRT(vi) + epsilon) - decay * theta[i]; \
+        }                                                                     \
+    } else {                                                                  \
+        for (ptrdiff_t i = 0; i < n; i++) {                                   \
+            T gi = g[i] + l2 * theta[i];                                      \
+            T mi = beta_1 * m[i] + c1 * gi;                                   \
+            T vi = beta_2 * v[i] + c2 * (gi * gi);                            \
+            m[i] = mi;                                                        \
+            v[i] = vi;                                                        \
+            theta[i] += (-lr_t * mi) / (SQRT(vi) + epsilon);                  \
+        }                                                                     \
+    }
+
+#define CBP_ADAM_ARGS(T)                                                      \
+    T *restrict theta, const T *restrict g, T *restrict m, T *restrict v,     \
+    ptrdiff_t n, T lr_t, T beta_1, T beta_2, T epsilon, T l2, T decay,       \
+    T c1, T c2
+
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__) \
+    && !defined(__AVX__)
+#define CBP_ADAM_DISPATCH 1
+#endif
+
+#define CBP_DEFINE_ADAM(T, S, SQRT)                                           \
+static void cbp_adam_base_##S(CBP_ADAM_ARGS(T)) { CBP_ADAM_BODY(T, SQRT) }
+CBP_DEFINE_ADAM(float, f, sqrtf)
+CBP_DEFINE_ADAM(double, d, sqrt)
+
+#ifdef CBP_ADAM_DISPATCH
+__attribute__((target("avx")))
+static void cbp_adam_avx_f(CBP_ADAM_ARGS(float)) { CBP_ADAM_BODY(float, sqrtf) }
+__attribute__((target("avx")))
+static void cbp_adam_avx_d(CBP_ADAM_ARGS(double)) { CBP_ADAM_BODY(double, sqrt) }
+static int cbp_cpu_avx = -1;
+static inline int cbp_has_avx(void) {
+    if (cbp_cpu_avx < 0) {
+        __builtin_cpu_init();
+        cbp_cpu_avx = __builtin_cpu_supports("avx") ? 1 : 0;
+    }
+    return cbp_cpu_avx;
+}
+#define CBP_ADAM_PICK(S) (cbp_has_avx() ? cbp_adam_avx_##S : cbp_adam_base_##S)
+#else
+#define CBP_ADAM_PICK(S) cbp_adam_base_##S
+#endif
+
+static inline void cbp_adam_f(CBP_ADAM_ARGS(float)) {
+    CBP_ADAM_PICK(f)(theta, g, m, v, n, lr_t, beta_1, beta_2, epsilon, l2,
+                     decay, c1, c2);
+}
+static inline void cbp_adam_d(CBP_ADAM_ARGS(double)) {
+    CBP_ADAM_PICK(d)(theta, g, m, v, n, lr_t, beta_1, beta_2, epsilon, l2,
+                     decay, c1, c2);
+}
 
 #endif
