@@ -89,6 +89,12 @@ cdef extern from "_kernels.h" nogil:
                     Py_ssize_t n, double lr_t, double beta_1, double beta_2,
                     double epsilon, double l2, double decay, double c1,
                     double c2)
+    void cbp_rmsprop_f(float* theta, const float* g, float* v, Py_ssize_t n,
+                       float lr, float rho, float epsilon, float l2,
+                       float decay, float c)
+    void cbp_rmsprop_d(double* theta, const double* g, double* v,
+                       Py_ssize_t n, double lr, double rho, double epsilon,
+                       double l2, double decay, double c)
     void cbp_tanh_backward_f(float* D, const float* A, Py_ssize_t size)
     void cbp_tanh_backward_d(double* D, const double* A, Py_ssize_t size)
     void cbp_logistic_backward_f(float* D, const float* A, Py_ssize_t size)
@@ -760,14 +766,12 @@ cdef void rmsprop_step_i(floating* theta, const floating* g, floating* v,
                          floating decay) noexcept nogil:
     """``v = rho v + (1 - rho) g²``; ``theta -= lr * g / (sqrt(v) + epsilon)``
     (and ``theta -= decay * theta`` with decoupled weight decay)."""
-    cdef Py_ssize_t i
-    cdef floating gi, vi
+    # the loop is in _kernels.h (cbp_rmsprop_*), as Adam's
     cdef floating c = 1 - rho
-    for i in range(n):
-        gi = g[i] + l2 * theta[i]
-        vi = rho * v[i] + c * (gi * gi)
-        v[i] = vi
-        theta[i] += (-lr * gi) / (_sqrt(vi) + epsilon) - decay * theta[i]
+    if floating is float:
+        cbp_rmsprop_f(theta, g, v, n, lr, rho, epsilon, l2, decay, c)
+    else:
+        cbp_rmsprop_d(theta, g, v, n, lr, rho, epsilon, l2, decay, c)
 
 
 cdef inline void step_i(const Optim* opt, floating* theta, const floating* g,

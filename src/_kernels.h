@@ -87,16 +87,37 @@ CBP_DEFINE_KERNELS(double, d)
 #define CBP_ADAM_DISPATCH 1
 #endif
 
+/* RMSprop's step, bound the same way (see rmsprop_step_i in _core.pyx):
+ *   g = grad + l2 * theta; v = rho v + c g^2;
+ *   theta += (-lr * g) / (sqrt(v) + epsilon) - decay * theta. */
+#define CBP_RMSPROP_BODY(T, SQRT)                                             \
+    for (ptrdiff_t i = 0; i < n; i++) {                                       \
+        T gi = g[i] + l2 * theta[i];                                          \
+        T vi = rho * v[i] + c * (gi * gi);                                    \
+        v[i] = vi;                                                            \
+        theta[i] += (-lr * gi) / (SQRT(vi) + epsilon) - decay * theta[i];     \
+    }
+
+#define CBP_RMSPROP_ARGS(T)                                                   \
+    T *restrict theta, const T *restrict g, T *restrict v, ptrdiff_t n,       \
+    T lr, T rho, T epsilon, T l2, T decay, T c
+
 #define CBP_DEFINE_ADAM(T, S, SQRT)                                           \
-static void cbp_adam_base_##S(CBP_ADAM_ARGS(T)) { CBP_ADAM_BODY(T, SQRT) }
+static void cbp_adam_base_##S(CBP_ADAM_ARGS(T)) { CBP_ADAM_BODY(T, SQRT) }   \
+static void cbp_rmsprop_base_##S(CBP_RMSPROP_ARGS(T)) {                      \
+    CBP_RMSPROP_BODY(T, SQRT) }
 CBP_DEFINE_ADAM(float, f, sqrtf)
 CBP_DEFINE_ADAM(double, d, sqrt)
 
 #ifdef CBP_ADAM_DISPATCH
-__attribute__((target("avx")))
-static void cbp_adam_avx_f(CBP_ADAM_ARGS(float)) { CBP_ADAM_BODY(float, sqrtf) }
-__attribute__((target("avx")))
-static void cbp_adam_avx_d(CBP_ADAM_ARGS(double)) { CBP_ADAM_BODY(double, sqrt) }
+#define CBP_DEFINE_ADAM_AVX(T, S, SQRT)                                       \
+__attribute__((target("avx")))                                                \
+static void cbp_adam_avx_##S(CBP_ADAM_ARGS(T)) { CBP_ADAM_BODY(T, SQRT) }    \
+__attribute__((target("avx")))                                                \
+static void cbp_rmsprop_avx_##S(CBP_RMSPROP_ARGS(T)) {                       \
+    CBP_RMSPROP_BODY(T, SQRT) }
+CBP_DEFINE_ADAM_AVX(float, f, sqrtf)
+CBP_DEFINE_ADAM_AVX(double, d, sqrt)
 static int cbp_cpu_avx = -1;
 static inline int cbp_has_avx(void) {
     if (cbp_cpu_avx < 0) {
@@ -105,18 +126,25 @@ static inline int cbp_has_avx(void) {
     }
     return cbp_cpu_avx;
 }
-#define CBP_ADAM_PICK(S) (cbp_has_avx() ? cbp_adam_avx_##S : cbp_adam_base_##S)
+#define CBP_PICK(K, S) (cbp_has_avx() ? cbp_##K##_avx_##S : cbp_##K##_base_##S)
 #else
-#define CBP_ADAM_PICK(S) cbp_adam_base_##S
+#define CBP_PICK(K, S) cbp_##K##_base_##S
 #endif
 
 static inline void cbp_adam_f(CBP_ADAM_ARGS(float)) {
-    CBP_ADAM_PICK(f)(theta, g, m, v, n, lr_t, beta_1, beta_2, epsilon, l2,
+    CBP_PICK(adam, f)(theta, g, m, v, n, lr_t, beta_1, beta_2, epsilon, l2,
                      decay, c1, c2);
 }
 static inline void cbp_adam_d(CBP_ADAM_ARGS(double)) {
-    CBP_ADAM_PICK(d)(theta, g, m, v, n, lr_t, beta_1, beta_2, epsilon, l2,
+    CBP_PICK(adam, d)(theta, g, m, v, n, lr_t, beta_1, beta_2, epsilon, l2,
                      decay, c1, c2);
+}
+
+static inline void cbp_rmsprop_f(CBP_RMSPROP_ARGS(float)) {
+    CBP_PICK(rmsprop, f)(theta, g, v, n, lr, rho, epsilon, l2, decay, c);
+}
+static inline void cbp_rmsprop_d(CBP_RMSPROP_ARGS(double)) {
+    CBP_PICK(rmsprop, d)(theta, g, v, n, lr, rho, epsilon, l2, decay, c);
 }
 
 #endif
