@@ -40,7 +40,13 @@ cdef extern from *:
     #include <omp.h>
     static int cbp_max_threads(void) { return omp_get_max_threads(); }
     static int cbp_has_openmp(void) { return 1; }
-    static int cbp_team_size(void) { return omp_get_num_threads(); }
+    /* Called by every thread at a region's start: 1 when the team has the
+     * nt threads the work was split for; else 0, thread 0 setting *short_team */
+    static int cbp_full_team(int nt, int *short_team) {
+        if (omp_get_num_threads() == nt) return 1;
+        if (omp_get_thread_num() == 0) *short_team = 1;
+        return 0;
+    }
     /* at most n threads, as many as a region started here would get */
     static int cbp_thread_cap(int n) {
         int cap = omp_get_thread_limit();
@@ -62,7 +68,11 @@ cdef extern from *:
     #else
     static int cbp_max_threads(void) { return 1; }
     static int cbp_has_openmp(void) { return 0; }
-    static int cbp_team_size(void) { return 1; }
+    static int cbp_full_team(int nt, int *short_team) {
+        if (nt == 1) return 1;
+        *short_team = 1;
+        return 0;
+    }
     static int cbp_thread_cap(int n) { return 1; }
     static int cbp_dynamic_off(void) { return 0; }
     static void cbp_dynamic_restore(int d) { (void)d; }
@@ -71,7 +81,7 @@ cdef extern from *:
     """
     int cbp_max_threads() nogil
     int cbp_has_openmp() nogil
-    int cbp_team_size() nogil
+    int cbp_full_team(int nt, int* short_team) nogil
     int cbp_thread_cap(int n) nogil
     int cbp_dynamic_off() nogil
     void cbp_dynamic_restore(int d) nogil
@@ -207,10 +217,27 @@ def thread_cap(int n_threads):
     return cbp_thread_cap(n_threads)
 
 
-cdef int _short_team_error(int n_threads) except -1:
-    raise RuntimeError(
-        f"OpenMP started fewer threads than the {n_threads} asked for; "
-        "nothing was computed. Lower n_jobs.")
+cdef struct Team:
+    int dynamic       # the caller's OMP_DYNAMIC setting, restored after
+    int short_team    # set when a region got fewer threads than asked for
+
+
+cdef inline void _team_begin(Team* team) noexcept nogil:
+    """Before a region: dynamic teams off (the work is split for exactly
+    ``nt`` threads), the short-team flag cleared."""
+    team.short_team = 0
+    team.dynamic = cbp_dynamic_off()
+
+
+cdef int _team_end(Team* team, int nt) except -1:
+    """After a region: restore the caller's dynamic setting; raise if the
+    team was short (its threads then computed nothing, see cbp_full_team)."""
+    cbp_dynamic_restore(team.dynamic)
+    if team.short_team:
+        raise RuntimeError(
+            f"OpenMP started fewer threads than the {nt} asked for; "
+            "nothing was computed. Lower n_jobs.")
+    return 0
 
 
 def safety_checks(Py_ssize_t past_end=2, Py_ssize_t negative=-1):
@@ -1479,17 +1506,12 @@ def loss_grad(floating[::1] theta, floating[::1] grad,
     Y_p = &Y[0, 0]
     sw_p = &sample_weight[0]
     shared = &parts[0]
-    cdef int dynamic
-    cdef int short_team_v = 0
-    cdef int* short_team = &short_team_v
-    dynamic = cbp_dynamic_off()
+    cdef Team team
+    _team_begin(&team)
     with nogil, parallel(num_threads=nt):
         tid = threadid()
-        if cbp_team_size() != nt:
-            # (OMP_DYNAMIC or a limit): skip the work, raise below
-            if tid == 0:
-                short_team[0] = 1
-        else:
+        # a short team (OMP_DYNAMIC, a limit) computes nothing: raised below
+        if cbp_full_team(nt, &team.short_team):
             start = 0
             while start < n:
                 nb = min(rows, n - start)
@@ -1509,9 +1531,7 @@ def loss_grad(floating[::1] theta, floating[::1] grad,
                 start = start + nb
             params_l2(&net, theta_p, grad_p, <floating>(alpha / sw_sum), sq_q,
                       tid, nt)
-    cbp_dynamic_restore(dynamic)
-    if short_team[0]:
-        _short_team_error(nt)
+    _team_end(&team, nt)
     sq = _sum_blocks(sq_q, _n_row_blocks(&net))
     return parts[nt] / sw_sum, 0.5 * alpha * sq / sw_sum
 
@@ -1675,17 +1695,12 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
     step_p = &step[0]
     step0 = step[0]
 
-    cdef int dynamic
-    cdef int short_team_v = 0
-    cdef int* short_team = &short_team_v
-    dynamic = cbp_dynamic_off()
+    cdef Team team
+    _team_begin(&team)
     with nogil, parallel(num_threads=nt):
         tid = threadid()
-        if cbp_team_size() != nt:
-            # (OMP_DYNAMIC or a limit): skip the work, raise below
-            if tid == 0:
-                short_team[0] = 1
-        else:
+        # a short team (OMP_DYNAMIC, a limit) computes nothing: raised below
+        if cbp_full_team(nt, &team.short_team):
             t_local = step0
             start = 0
             while start < n_total:
@@ -1746,9 +1761,7 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
                 start = start + nb
                 if shared[4] != 0:
                     break
-    cbp_dynamic_restore(dynamic)
-    if short_team[0]:
-        _short_team_error(nt)
+    _team_end(&team, nt)
     if shared[4] != 0:
         _raise_pending()
     return shared[0], shared[1], <Py_ssize_t>shared[2], <int>shared[3]
@@ -1801,17 +1814,12 @@ def forward(const floating[::1] theta, const floating[:, ::1] X,
     else:
         X_p = &X[0, 0]
     out_p = &out[0, 0]
-    cdef int dynamic
-    cdef int short_team_v = 0
-    cdef int* short_team = &short_team_v
-    dynamic = cbp_dynamic_off()
+    cdef Team team
+    _team_begin(&team)
     with nogil, parallel(num_threads=nt):
         tid = threadid()
-        if cbp_team_size() != nt:
-            # (OMP_DYNAMIC or a limit): skip the work, raise below
-            if tid == 0:
-                short_team[0] = 1
-        else:
+        # a short team (OMP_DYNAMIC, a limit) computes nothing: raised below
+        if cbp_full_team(nt, &team.short_team):
             buf0 = NULL
             buf1 = NULL
             if work_p != NULL:
@@ -1827,9 +1835,7 @@ def forward(const floating[::1] theta, const floating[:, ::1] X,
                                  out_p + (start + r0) * k, buf0, buf1, start + r0,
                                  csr_p)
                 start = start + nb
-    cbp_dynamic_restore(dynamic)
-    if short_team[0]:
-        _short_team_error(nt)
+    _team_end(&team, nt)
 
 
 # --------------------------------------------------------------------------
@@ -1946,17 +1952,12 @@ def batch_loss_grad(const floating[::1] theta, floating[::1] grad,
     Y_p = &Y[0, 0]
     sw_p = &sample_weight[0]
     index_p = &index[0]
-    cdef int dynamic
-    cdef int short_team_v = 0
-    cdef int* short_team = &short_team_v
-    dynamic = cbp_dynamic_off()
+    cdef Team team
+    _team_begin(&team)
     with nogil, parallel(num_threads=nt):
         tid = threadid()
-        if cbp_team_size() != nt:
-            # (OMP_DYNAMIC or a limit): skip the work, raise below
-            if tid == 0:
-                short_team[0] = 1
-        else:
+        # a short team (OMP_DYNAMIC, a limit) computes nothing: raised below
+        if cbp_full_team(nt, &team.short_team):
             r0 = _part_q(nb, tid, nt)
             r1 = _part_q(nb, tid + 1, nt)
             # gather this thread's rows: Xb[i] = X[index[i]], ...
@@ -1970,9 +1971,7 @@ def batch_loss_grad(const floating[::1] theta, floating[::1] grad,
             cbp_barrier()
             params_grad(&net, grad_p, Xb, nb, acts, deltas, nb, fscale, False,
                         tid, nt, <floating*>NULL)
-    cbp_dynamic_restore(dynamic)
-    if short_team[0]:
-        _short_team_error(nt)
+    _team_end(&team, nt)
     for i in range(nb):
         data_sum += rowloss[i]
     return data_sum
@@ -2042,24 +2041,17 @@ def optimizer_step(floating[::1] theta, const floating[::1] grad,
     sq_q = <double*>calloc(max(1, n_blocks), sizeof(double))
     if sq_q == NULL:
         raise MemoryError()
-    cdef int dynamic
-    cdef int short_team_v = 0
-    cdef int* short_team = &short_team_v
-    dynamic = cbp_dynamic_off()
+    cdef Team team
+    _team_begin(&team)
     with nogil, parallel(num_threads=nt):
         tid = threadid()
-        if cbp_team_size() != nt:
-            # (OMP_DYNAMIC or a limit): skip the work, raise below
-            if tid == 0:
-                short_team[0] = 1
-        else:
+        # a short team (OMP_DYNAMIC, a limit) computes nothing: raised below
+        if cbp_full_team(nt, &team.short_team):
             params_step(&net, theta_p, grad_p, s1_p, s2_p, &opt, lr_t, l2, sq_q,
                         tid, nt)
-    cbp_dynamic_restore(dynamic)
     sq = _sum_blocks(sq_q, n_blocks)
     free(sq_q)
-    if short_team[0]:
-        _short_team_error(nt)
+    _team_end(&team, nt)
     return sq
 
 
