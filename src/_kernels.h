@@ -56,25 +56,21 @@ CBP_DEFINE_KERNELS(double, d)
  * copy is compiled without FMA, so both copies round every operation the
  * same way and give the same bits.
  */
+#define CBP_ADAM_LOOP(T, SQRT, DECAY_TERM)                                   \
+    for (ptrdiff_t i = 0; i < n; i++) {                                       \
+        T gi = g[i] + l2 * theta[i];                                          \
+        T mi = beta_1 * m[i] + c1 * gi;                                       \
+        T vi = beta_2 * v[i] + c2 * (gi * gi);                                \
+        m[i] = mi;                                                            \
+        v[i] = vi;                                                            \
+        theta[i] += (-lr_t * mi) / (SQRT(vi) + epsilon) DECAY_TERM;           \
+    }
+/* without weight decay the loop has no decay term at all (not "- 0 * theta") */
 #define CBP_ADAM_BODY(T, SQRT)                                                \
     if (decay != 0) {                                                         \
-        for (ptrdiff_t i = 0; i < n; i++) {                                   \
-            T gi = g[i] + l2 * theta[i];                                      \
-            T mi = beta_1 * m[i] + c1 * gi;                                   \
-            T vi = beta_2 * v[i] + c2 * (gi * gi);                            \
-            m[i] = mi;                                                        \
-            v[i] = vi;                                                        \
-            theta[i] += (-lr_t * mi) / (SQRT(vi) + epsilon) - decay * theta[i]; \
-        }                                                                     \
+        CBP_ADAM_LOOP(T, SQRT, - decay * theta[i])                            \
     } else {                                                                  \
-        for (ptrdiff_t i = 0; i < n; i++) {                                   \
-            T gi = g[i] + l2 * theta[i];                                      \
-            T mi = beta_1 * m[i] + c1 * gi;                                   \
-            T vi = beta_2 * v[i] + c2 * (gi * gi);                            \
-            m[i] = mi;                                                        \
-            v[i] = vi;                                                        \
-            theta[i] += (-lr_t * mi) / (SQRT(vi) + epsilon);                  \
-        }                                                                     \
+        CBP_ADAM_LOOP(T, SQRT, )                                              \
     }
 
 #define CBP_ADAM_ARGS(T)                                                      \
