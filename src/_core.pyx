@@ -1404,6 +1404,22 @@ cdef double* _rowloss_area(floating* work, Py_ssize_t used) noexcept nogil:
     return <double*>addr
 
 
+cdef double* _train_layout(const Net* net, floating* work, Py_ssize_t rows,
+                           Py_ssize_t xs, Py_ssize_t k, floating** deltas,
+                           floating** Xb, floating** Yb,
+                           floating** swb) noexcept nogil:
+    """Lay the training workspace ``work`` out for blocks of ``rows`` rows
+    (see :func:`train_workspace_size`): the activations at ``work``, then
+    the hidden deltas, the gather buffers of X (``xs`` values a row; 0 for
+    a sparse X), Y (``k``) and the sample weights; returns the per-row
+    losses' area after them."""
+    deltas[0] = work + rows * net.sum_units
+    Xb[0] = deltas[0] + rows * (net.sum_units - net.units[net.n_layers])
+    Yb[0] = Xb[0] + rows * xs
+    swb[0] = Yb[0] + rows * k
+    return _rowloss_area(work, (swb[0] - work) + rows)
+
+
 cdef void* _zsave_area(const Net* net, double* rowloss,
                        Py_ssize_t rows) noexcept nogil:
     """PReLU's pre-activation area (rows × hidden units), after the
@@ -1468,6 +1484,9 @@ def loss_grad(floating[::1] theta, floating[::1] grad,
     cdef floating scale
     cdef floating* acts
     cdef floating* deltas
+    cdef floating* Xb     # the gather buffers: laid out, unused here
+    cdef floating* Yb
+    cdef floating* swb
     cdef double* rowloss
     cdef floating* theta_p
     cdef floating* grad_p
@@ -1492,9 +1511,7 @@ def loss_grad(floating[::1] theta, floating[::1] grad,
         raise ValueError("the sample weights sum to zero")
     scale = <floating>(1.0 / sw_sum)
     acts = &work[0]
-    deltas = acts + rows * net.sum_units
-    rowloss = _rowloss_area(
-        &work[0], rows * (2 * net.sum_units - units[net.n_layers] + xs + k + 1))
+    rowloss = _train_layout(&net, acts, rows, xs, k, &deltas, &Xb, &Yb, &swb)
     zsave = <floating*>_zsave_area(&net, rowloss, rows)
     theta_p = &theta[0]
     grad_p = &grad[0]
@@ -1674,11 +1691,7 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
     opt.weight_decay = weight_decay
 
     acts = &work[0]
-    deltas = acts + rows * net.sum_units
-    Xb = deltas + rows * (net.sum_units - units[net.n_layers])
-    Yb = Xb + rows * xs
-    swb = Yb + rows * k
-    rowloss = _rowloss_area(&work[0], (swb - acts) + rows)
+    rowloss = _train_layout(&net, acts, rows, xs, k, &deltas, &Xb, &Yb, &swb)
     zsave = <floating*>_zsave_area(&net, rowloss, rows)
     theta_p = &theta[0]
     grad_p = &grad[0]
@@ -1941,11 +1954,7 @@ def batch_loss_grad(const floating[::1] theta, floating[::1] grad,
 
     # the workspace laid out for nb rows, as train_epoch lays it out
     acts = &work[0]
-    deltas = acts + nb * net.sum_units
-    Xb = deltas + nb * (net.sum_units - units[net.n_layers])
-    Yb = Xb + nb * nf
-    swb = Yb + nb * k
-    rowloss = _rowloss_area(&work[0], (swb - acts) + nb)
+    rowloss = _train_layout(&net, acts, nb, nf, k, &deltas, &Xb, &Yb, &swb)
     theta_p = &theta[0]
     grad_p = &grad[0]
     X_p = &X[0, 0]
