@@ -65,6 +65,19 @@ cdef extern from *:
     static void cbp_barrier(void) {
         #pragma omp barrier
     }
+    /* *p += v, returning the value before, as one atomic operation */
+    static Py_ssize_t cbp_fetch_add(Py_ssize_t *p, Py_ssize_t v) {
+        Py_ssize_t old;
+        #pragma omp atomic capture
+        { old = *p; *p += v; }
+        return old;
+    }
+    static Py_ssize_t cbp_atomic_read(const Py_ssize_t *p) {
+        Py_ssize_t v;
+        #pragma omp atomic read
+        v = *p;
+        return v;
+    }
     #else
     static int cbp_max_threads(void) { return 1; }
     static int cbp_has_openmp(void) { return 0; }
@@ -77,6 +90,12 @@ cdef extern from *:
     static int cbp_dynamic_off(void) { return 0; }
     static void cbp_dynamic_restore(int d) { (void)d; }
     static void cbp_barrier(void) {}
+    static Py_ssize_t cbp_fetch_add(Py_ssize_t *p, Py_ssize_t v) {
+        Py_ssize_t old = *p;
+        *p += v;
+        return old;
+    }
+    static Py_ssize_t cbp_atomic_read(const Py_ssize_t *p) { return *p; }
     #endif
     """
     int cbp_max_threads() nogil
@@ -86,6 +105,8 @@ cdef extern from *:
     int cbp_dynamic_off() nogil
     void cbp_dynamic_restore(int d) nogil
     void cbp_barrier() nogil
+    Py_ssize_t cbp_fetch_add(Py_ssize_t* p, Py_ssize_t v) nogil
+    Py_ssize_t cbp_atomic_read(const Py_ssize_t* p) nogil
 
 cdef extern from "_kernels.h" nogil:
     void cbp_bias_relu_f(float* Z, const float* b, Py_ssize_t n, Py_ssize_t m)
@@ -1327,14 +1348,14 @@ def train_workspace_size(units, Py_ssize_t rows, prelu=False, sparse=False):
     """Number of elements of the training workspace for blocks of ``rows``.
 
     Layout: activations A_1..A_L, hidden deltas D_1..D_{L-1}, gather
-    buffers for a shuffled batch (X, Y, sample weight; no X with a
-    ``sparse`` X), then room for one double per row (the per-row losses),
-    8-byte aligned; with ``prelu``, then the hidden pre-activations (see
-    :func:`_zsave_area`).
+    buffers for two shuffled batches, the one trained on and the next
+    (X, Y, sample weight; no X with a ``sparse`` X), then room for one
+    double per row (the per-row losses), 8-byte aligned; with ``prelu``,
+    then the hidden pre-activations (see :func:`_zsave_area`).
     """
     L = len(units) - 1
     floats = rows * (2 * sum(int(u) for u in units[1:]) - int(units[L])
-                     + (0 if sparse else int(units[0])) + int(units[L]) + 1)
+                     + 2 * ((0 if sparse else int(units[0])) + int(units[L]) + 1))
     if prelu:
         floats += rows * sum(int(u) for u in units[1:L])
     return floats + 2 * rows + 2
@@ -1411,13 +1432,14 @@ cdef double* _train_layout(const Net* net, floating* work, Py_ssize_t rows,
     """Lay the training workspace ``work`` out for blocks of ``rows`` rows
     (see :func:`train_workspace_size`): the activations at ``work``, then
     the hidden deltas, the gather buffers of X (``xs`` values a row; 0 for
-    a sparse X), Y (``k``) and the sample weights; returns the per-row
+    a sparse X), Y (``k``) and the sample weights, each with two slots of
+    ``rows`` rows (slot 1 at ``Xb + rows * xs``, ...); returns the per-row
     losses' area after them."""
     deltas[0] = work + rows * net.sum_units
     Xb[0] = deltas[0] + rows * (net.sum_units - net.units[net.n_layers])
-    Yb[0] = Xb[0] + rows * xs
-    swb[0] = Yb[0] + rows * k
-    return _rowloss_area(work, (swb[0] - work) + rows)
+    Yb[0] = Xb[0] + 2 * rows * xs
+    swb[0] = Yb[0] + 2 * rows * k
+    return _rowloss_area(work, (swb[0] - work) + 2 * rows)
 
 
 cdef void* _zsave_area(const Net* net, double* rowloss,
@@ -1553,6 +1575,50 @@ def loss_grad(floating[::1] theta, floating[::1] grad,
     return parts[nt] / sw_sum, 0.5 * alpha * sq / sw_sum
 
 
+cdef inline void _gather_rows(const Py_ssize_t* order, Py_ssize_t i0,
+                              Py_ssize_t i1, const floating* X,
+                              const floating* Y, const floating* sw,
+                              Py_ssize_t xs, Py_ssize_t k, floating* Xb,
+                              floating* Yb, floating* swb) noexcept nogil:
+    """Rows i0..i1 of a gathered batch: ``Xb[i] = X[order[i]]`` (``xs``
+    values a row; nothing when ``xs`` is 0, a sparse X read in place),
+    ``Yb[i] = Y[order[i]]`` and ``swb[i] = sw[order[i]]``."""
+    cdef Py_ssize_t i, r
+    for i in range(i0, i1):
+        r = order[i]
+        if xs > 0:
+            memcpy(Xb + i * xs, X + r * xs, xs * sizeof(floating))
+        memcpy(Yb + i * k, Y + r * k, k * sizeof(floating))
+        swb[i] = sw[r]
+
+
+cdef void _gather_pool(Py_ssize_t* claimed, const Py_ssize_t* arrived,
+                       int nt, const Py_ssize_t* order, Py_ssize_t nb,
+                       const floating* X, const floating* Y,
+                       const floating* sw, Py_ssize_t xs, Py_ssize_t k,
+                       floating* Xb, floating* Yb,
+                       floating* swb) noexcept nogil:
+    """Gather rows of a batch of ``nb`` (see :func:`_gather_rows`) in chunks
+    claimed from the shared counter ``claimed`` (rows handed out so far),
+    until every row is claimed or, with ``arrived``, as soon as all ``nt``
+    threads have counted themselves in ``*arrived``.
+
+    Threads call it where they would wait at a barrier, so the copying
+    fills the wait of whichever thread finished its share first. A copy's
+    result does not depend on the thread that makes it.
+    """
+    cdef Py_ssize_t chunk = max(8, 2048 // (xs + k + 1))
+    cdef Py_ssize_t i0
+    while arrived == NULL or cbp_atomic_read(arrived) < nt:
+        if cbp_atomic_read(claimed) >= nb:
+            return
+        i0 = cbp_fetch_add(claimed, chunk)
+        if i0 >= nb:
+            return
+        _gather_rows(order, i0, min(i0 + chunk, nb), X, Y, sw, xs, k, Xb,
+                     Yb, swb)
+
+
 def train_epoch(floating[::1] theta, floating[::1] grad,
                 floating[::1] state_1, floating[::1] state_2,
                 const floating[:, ::1] X, const floating[:, ::1] Y,
@@ -1619,7 +1685,7 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
     cdef Py_ssize_t rows = min(batch_size, n)
     cdef bint shuffled = order is not None
     cdef Py_ssize_t n_total = order.shape[0] if shuffled else n
-    cdef Py_ssize_t start, nb, i, r, r0, r1, t_local, step0
+    cdef Py_ssize_t start, nb, i, r0, r1, t_local, step0
     cdef int tid
     cdef int nt = net.n_threads
     cdef double sw_sum, batch_data, sq, lr_t
@@ -1631,6 +1697,12 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
     cdef Py_ssize_t n_blocks = _n_row_blocks(&net)
     cdef double[::1] sq_mv = np.zeros(max(1, n_blocks), dtype=np.float64)
     cdef double* sq_q = &sq_mv[0]
+    # shared gather counters, by batch parity (see _gather_pool): [p] rows
+    # of the next batch claimed, [2 + p] threads done with their rows
+    cdef Py_ssize_t[::1] pool_mv = np.zeros(4, dtype=np.intp)
+    cdef Py_ssize_t* pool = &pool_mv[0]
+    cdef Py_ssize_t nb_next
+    cdef int par
     cdef floating* acts
     cdef floating* deltas
     cdef floating* Xb
@@ -1716,27 +1788,40 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
         if cbp_full_team(nt, &team.short_team):
             t_local = step0
             start = 0
+            par = 0
+            if shuffled:
+                # the first batch's rows, split evenly; the next batch's are
+                # gathered in the waits of the one before (_gather_pool)
+                nb = min(rows, n_total)
+                _gather_rows(order_p, _part(nb, tid, nt), _part(nb, tid + 1, nt),
+                             X_p, Y_p, sw_p, xs, k, Xb, Yb, swb)
+                cbp_barrier()
             while start < n_total:
                 nb = min(rows, n_total - start)
+                nb_next = min(rows, n_total - start - nb)
                 r0 = _part_q(nb, tid, nt)
                 r1 = _part_q(nb, tid + 1, nt)
                 if shuffled:
-                    # gather this thread's rows: Xb[i] = X[order[start + i]], ...
-                    for i in range(r0, r1):
-                        r = order_p[start + i]
-                        if not sparse:
-                            memcpy(Xb + i * nf, X_p + r * nf, nf * sizeof(floating))
-                        memcpy(Yb + i * k, Y_p + r * k, k * sizeof(floating))
-                        swb[i] = sw_p[r]
-                    Xc = X_p if sparse else Xb
-                    Yc = Yb
-                    swc = swb
+                    # this batch's gather slot; the next batch uses the other
+                    Xc = X_p if sparse else Xb + par * rows * xs
+                    Yc = Yb + par * rows * k
+                    swc = swb + par * rows
                 else:
                     Xc = X_p + start * xs
                     Yc = Y_p + start * k
                     swc = sw_p + start
                 rows_forward_backward(&net, theta_p, Xc, Yc, swc, r0, r1, acts,
                                       deltas, rows, rowloss, zsave, start, csr_p)
+                if shuffled:
+                    # until the last thread is done with its rows, gather
+                    # the next batch's into the other slot
+                    cbp_fetch_add(&pool[2 + par], 1)
+                    if nb_next > 0:
+                        _gather_pool(&pool[1 - par], &pool[2 + par], nt,
+                                     order_p + start + nb, nb_next, X_p, Y_p,
+                                     sw_p, xs, k, Xb + (1 - par) * rows * xs,
+                                     Yb + (1 - par) * rows * k,
+                                     swb + (1 - par) * rows)
                 cbp_barrier()
                 # every thread sums the same numbers in the same order, so all
                 # take the same decisions below
@@ -1761,6 +1846,12 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
                     params_step(&net, theta_p, grad_p, s1_p, s2_p, &opt, lr_t,
                                 alpha / sw_sum, sq_q, tid, nt)
                 # batches whose weights are all zero carry no gradient: skipped
+                if shuffled and nb_next > 0:
+                    # what is left of the next batch's rows
+                    _gather_pool(&pool[1 - par], NULL, nt, order_p + start + nb,
+                                 nb_next, X_p, Y_p, sw_p, xs, k,
+                                 Xb + (1 - par) * rows * xs,
+                                 Yb + (1 - par) * rows * k, swb + (1 - par) * rows)
                 if tid == 0 and start + nb < n_total and _pending_signal():
                     shared[4] = 1
                 cbp_barrier()
@@ -1771,7 +1862,12 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
                         shared[1] += 0.5 * alpha * sq / sw_sum * nb
                     shared[2] += nb
                     step_p[0] = t_local
+                    # the counters used in this batch, used again two
+                    # batches on (past the next batch's barriers)
+                    pool[1 - par] = 0
+                    pool[2 + par] = 0
                 start = start + nb
+                par = 1 - par
                 if shared[4] != 0:
                     break
     _team_end(&team, nt)
@@ -1862,8 +1958,8 @@ from libc.stdlib cimport calloc, free
 cdef inline Py_ssize_t _train_work_elems(const Net* net, Py_ssize_t rows,
                                          Py_ssize_t nf, Py_ssize_t k) noexcept nogil:
     """``train_workspace_size(units, rows)`` from a Net."""
-    return (rows * (2 * net.sum_units - net.units[net.n_layers] + nf + k + 1)
-            + 2 * rows + 2)
+    return (rows * (2 * net.sum_units - net.units[net.n_layers]
+                    + 2 * (nf + k + 1)) + 2 * rows + 2)
 
 
 def batch_loss_grad(const floating[::1] theta, floating[::1] grad,
@@ -1917,7 +2013,7 @@ def batch_loss_grad(const floating[::1] theta, floating[::1] grad,
     cdef Py_ssize_t nf = X.shape[1]
     cdef Py_ssize_t k = Y.shape[1]
     cdef Py_ssize_t nb = index.shape[0]
-    cdef Py_ssize_t i, r, r0, r1
+    cdef Py_ssize_t i, r0, r1
     cdef int tid
     cdef int nt = net.n_threads
     cdef double data_sum = 0
@@ -1969,12 +2065,7 @@ def batch_loss_grad(const floating[::1] theta, floating[::1] grad,
         if cbp_full_team(nt, &team.short_team):
             r0 = _part_q(nb, tid, nt)
             r1 = _part_q(nb, tid + 1, nt)
-            # gather this thread's rows: Xb[i] = X[index[i]], ...
-            for i in range(r0, r1):
-                r = index_p[i]
-                memcpy(Xb + i * nf, X_p + r * nf, nf * sizeof(floating))
-                memcpy(Yb + i * k, Y_p + r * k, k * sizeof(floating))
-                swb[i] = sw_p[r]
+            _gather_rows(index_p, r0, r1, X_p, Y_p, sw_p, nf, k, Xb, Yb, swb)
             rows_forward_backward(&net, theta_p, Xb, Yb, swb, r0, r1, acts,
                                   deltas, nb, rowloss, <floating*>NULL)
             cbp_barrier()

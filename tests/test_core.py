@@ -207,6 +207,45 @@ def test_results_do_not_depend_on_thread_count(dtype):
     assert not np.array_equal(results[0][2], theta0)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch", [7, 64, 250])
+def test_shuffled_epoch_equals_epoch_on_reordered_rows(dtype, batch):
+    """A shuffled epoch gathers each batch's rows (the next batch's while
+    waiting on the current one); it must train exactly as an epoch over
+    X[order] taken in order, for any thread count and a short last batch."""
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.RandomState(1)
+    units = np.array([40, 30, 3], np.intc)
+    offsets, P = _core.param_offsets(units)
+    n = 250
+    X = rng.normal(size=(n, 40)).astype(dtype)
+    Y = np.eye(3, dtype=dtype)[rng.randint(0, 3, n)]
+    sw = rng.uniform(0.5, 2.0, n).astype(dtype)
+    theta0 = rng.uniform(-0.2, 0.2, P).astype(dtype)
+    order = rng.permutation(n).astype(np.intp)
+
+    def epoch(Xe, Ye, swe, order_e, nt):
+        theta = theta0.copy()
+        s1, s2 = np.zeros_like(theta), np.zeros_like(theta)
+        work = np.empty(_core.train_workspace_size(units, min(batch, n)), dtype)
+        loss = _core.train_epoch(theta, np.empty_like(theta), s1, s2, Xe, Ye, swe,
+                                 order_e, batch, units, offsets, 2, 2, 1e-3, 1,
+                                 1e-2, 0.9, False, 0.9, 0.999, 1e-8,
+                                 np.zeros(1, np.intp), work, nt)
+        return theta, loss
+
+    with threadpool_limits(1, user_api="blas"):
+        expected, loss = epoch(np.ascontiguousarray(X[order]),
+                               np.ascontiguousarray(Y[order]),
+                               np.ascontiguousarray(sw[order]), None, 1)
+        for nt in (1, 2, 3):
+            theta, loss_nt = epoch(X, Y, sw, order, nt)
+            np.testing.assert_array_equal(theta, expected)
+            assert loss_nt == loss
+    assert not np.array_equal(expected, theta0)
+
+
 def test_predict_workspace_holds_every_thread_share():
     units = np.array([5, 9, 2], np.intc)
     for rows in (1, 47, 48, 49, 200, 1000):
