@@ -346,7 +346,10 @@ cdef inline Py_ssize_t _part_q(Py_ssize_t n, int tid, int nt) noexcept nogil:
     other instructions (FMA or not), so a row's result can depend on
     where a call starts; splitting only at common multiples of the tile
     sizes makes every row's arithmetic, and so the trained weights,
-    independent of the thread count.
+    independent of the thread count. Only rows are split this way: a
+    GEMM's output columns (the column-major M dimension) computed in two
+    calls do not give the same bits as one call, even when cut at
+    multiples of 48 (OpenBLAS's Haswell sgemm), so no share splits them.
     """
     cdef Py_ssize_t nq = (n + SPLIT_QUANTUM - 1) // SPLIT_QUANTUM
     return min(n, ((nq * tid) // nt) * SPLIT_QUANTUM)
