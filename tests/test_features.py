@@ -596,7 +596,11 @@ def test_check_gradients_covers_the_new_losses(params, monkeypatch):
         return real(*args, **kw)
 
     monkeypatch.setattr(_core, "loss_grad", spy)
-    errors = cbp.check_gradients(MLPRegressor(hidden_layer_sizes=(5,), **params), X, y)
+    # a fixed initialisation: with a random one, about 1 in 100 puts a ReLU
+    # input or a Huber residual within eps of its kink, and the finite
+    # difference crosses it
+    est = MLPRegressor(hidden_layer_sizes=(5,), random_state=0, **params)
+    errors = cbp.check_gradients(est, X, y)
     assert max(errors.values()) < 1e-5
     if params.get("loss") == "huber":
         # the estimator's threshold, not the core's default
