@@ -1958,13 +1958,6 @@ def forward(const floating[::1] theta, const floating[:, ::1] X,
 from libc.stdlib cimport calloc, free
 
 
-cdef inline Py_ssize_t _train_work_elems(const Net* net, Py_ssize_t rows,
-                                         Py_ssize_t nf, Py_ssize_t k) noexcept nogil:
-    """``train_workspace_size(units, rows)`` from a Net."""
-    return (rows * (2 * net.sum_units - net.units[net.n_layers]
-                    + 2 * (nf + k + 1)) + 2 * rows + 2)
-
-
 def batch_loss_grad(const floating[::1] theta, floating[::1] grad,
                     const floating[:, ::1] X, const floating[:, ::1] Y,
                     const floating[::1] sample_weight,
@@ -2045,7 +2038,7 @@ def batch_loss_grad(const floating[::1] theta, floating[::1] grad,
         grad[:] = 0
         return 0.0
     _check_rows(nb)
-    if work.shape[0] < _train_work_elems(&net, nb, nf, k):
+    if work.shape[0] < train_workspace_size(units, nb):
         raise ValueError("workspace too small")
     for i in range(nb):
         if index[i] < 0 or index[i] >= n:
