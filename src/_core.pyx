@@ -1706,6 +1706,9 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
     cdef Py_ssize_t* pool = &pool_mv[0]
     cdef Py_ssize_t nb_next
     cdef int par
+    cdef floating* Xn       # the next batch's gather slot
+    cdef floating* Yn
+    cdef floating* swn
     cdef floating* acts
     cdef floating* deltas
     cdef floating* Xb
@@ -1809,6 +1812,9 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
                     Xc = X_p if sparse else Xb + par * rows * xs
                     Yc = Yb + par * rows * k
                     swc = swb + par * rows
+                    Xn = Xb + (1 - par) * rows * xs
+                    Yn = Yb + (1 - par) * rows * k
+                    swn = swb + (1 - par) * rows
                 else:
                     Xc = X_p + start * xs
                     Yc = Y_p + start * k
@@ -1822,9 +1828,7 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
                     if nb_next > 0:
                         _gather_pool(&pool[1 - par], &pool[2 + par], nt,
                                      order_p + start + nb, nb_next, X_p, Y_p,
-                                     sw_p, xs, k, Xb + (1 - par) * rows * xs,
-                                     Yb + (1 - par) * rows * k,
-                                     swb + (1 - par) * rows)
+                                     sw_p, xs, k, Xn, Yn, swn)
                 cbp_barrier()
                 # every thread sums the same numbers in the same order, so all
                 # take the same decisions below
@@ -1852,9 +1856,7 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
                 if shuffled and nb_next > 0:
                     # what is left of the next batch's rows
                     _gather_pool(&pool[1 - par], NULL, nt, order_p + start + nb,
-                                 nb_next, X_p, Y_p, sw_p, xs, k,
-                                 Xb + (1 - par) * rows * xs,
-                                 Yb + (1 - par) * rows * k, swb + (1 - par) * rows)
+                                 nb_next, X_p, Y_p, sw_p, xs, k, Xn, Yn, swn)
                 if tid == 0 and start + nb < n_total and _pending_signal():
                     shared[4] = 1
                 cbp_barrier()
