@@ -338,6 +338,11 @@ cdef inline Py_ssize_t _part(Py_ssize_t n, int tid, int nt) noexcept nogil:
     return (n * tid) // nt
 
 
+cdef inline Py_ssize_t _n_quanta(Py_ssize_t n) noexcept nogil:
+    """Number of SPLIT_QUANTUM-row blocks ``n`` rows make (the last one short)."""
+    return (n + SPLIT_QUANTUM - 1) // SPLIT_QUANTUM
+
+
 cdef inline Py_ssize_t _part_q(Py_ssize_t n, int tid, int nt) noexcept nogil:
     """Start of thread ``tid``'s share of ``n`` rows of a GEMM operand.
 
@@ -351,7 +356,7 @@ cdef inline Py_ssize_t _part_q(Py_ssize_t n, int tid, int nt) noexcept nogil:
     calls do not give the same bits as one call, even when cut at
     multiples of 48 (OpenBLAS's Haswell sgemm), so no share splits them.
     """
-    cdef Py_ssize_t nq = (n + SPLIT_QUANTUM - 1) // SPLIT_QUANTUM
+    cdef Py_ssize_t nq = _n_quanta(n)
     return min(n, ((nq * tid) // nt) * SPLIT_QUANTUM)
 
 
@@ -1009,7 +1014,7 @@ cdef void params_grad(const Net* net, floating* grad, const floating* X,
         else:
             delta = _at(net, deltas, rows, l + 1)
         _share_rows(net, l, g0, b0, b1, &r0, &r1)
-        g0 += (fi + SPLIT_QUANTUM - 1) // SPLIT_QUANTUM
+        g0 += _n_quanta(fi)
         if l == 0 and csr != NULL:
             if r1 > r0:
                 csr_grad_i(grad + net.offsets[0], X, csr, block_row, nb, delta,
@@ -1039,7 +1044,7 @@ cdef Py_ssize_t _n_row_blocks(const Net* net) noexcept nogil:
     cdef Py_ssize_t total = 0
     cdef int l
     for l in range(net.n_layers):
-        total += (net.units[l] + SPLIT_QUANTUM - 1) // SPLIT_QUANTUM
+        total += _n_quanta(net.units[l])
     return total
 
 
@@ -1085,7 +1090,7 @@ cdef inline void _share_rows(const Net* net, int l, Py_ssize_t g0,
     """Rows [r0, r1) of layer l's weights in the blocks [b0, b1), when the
     layer's blocks start at global index g0 (empty when none are)."""
     cdef Py_ssize_t fi = net.units[l]
-    cdef Py_ssize_t nq = (fi + SPLIT_QUANTUM - 1) // SPLIT_QUANTUM
+    cdef Py_ssize_t nq = _n_quanta(fi)
     cdef Py_ssize_t lo = max(b0, g0) - g0
     cdef Py_ssize_t hi = min(b1, g0 + nq) - g0
     if hi <= lo:
@@ -1134,7 +1139,7 @@ cdef void params_step(const Net* net, floating* theta, const floating* grad,
             step_i(opt, theta + seg, grad + seg, s1 + seg, s2 + seg, size,
                    lr_t, l2, decay)
             r += SPLIT_QUANTUM
-        q += (fi + SPLIT_QUANTUM - 1) // SPLIT_QUANTUM
+        q += _n_quanta(fi)
         seg = net.offsets[L + l] + _part(fo, tid, nt)
         size = _part(fo, tid + 1, nt) - _part(fo, tid, nt)
         if size > 0:
@@ -1171,7 +1176,7 @@ cdef void params_l2(const Net* net, const floating* theta, floating* grad,
             if coef != 0:
                 axpy(<int>size, coef, theta + seg, grad + seg)
             r += SPLIT_QUANTUM
-        q += (fi + SPLIT_QUANTUM - 1) // SPLIT_QUANTUM
+        q += _n_quanta(fi)
 
 
 cdef void forward_rows(const Net* net, const floating* theta,
@@ -1375,7 +1380,7 @@ def predict_workspace_size(units, Py_ssize_t rows, int n_threads=1):
 
 cdef Py_ssize_t _share_capacity(Py_ssize_t rows, int nt) noexcept nogil:
     """Most rows any thread's share (``_part_q``) of ``rows`` can hold."""
-    cdef Py_ssize_t nq = (rows + SPLIT_QUANTUM - 1) // SPLIT_QUANTUM
+    cdef Py_ssize_t nq = _n_quanta(rows)
     return min(rows, ((nq + nt - 1) // nt) * SPLIT_QUANTUM)
 
 
