@@ -130,6 +130,11 @@ cdef extern from "_kernels.h" nogil:
     void cbp_tanh_backward_d(double* D, const double* A, Py_ssize_t size)
     void cbp_logistic_backward_f(float* D, const float* A, Py_ssize_t size)
     void cbp_logistic_backward_d(double* D, const double* A, Py_ssize_t size)
+    void cbp_colsum_f(float* out, const float* D, Py_ssize_t n, Py_ssize_t m,
+                      Py_ssize_t ld, float scale, bint accumulate)
+    void cbp_colsum_d(double* out, const double* D, Py_ssize_t n,
+                      Py_ssize_t m, Py_ssize_t ld, double scale,
+                      bint accumulate)
 
 cdef extern from "Python.h":
     # declared without an exception value: the caller decides what to do
@@ -605,16 +610,11 @@ cdef void colsum_i(floating* out, const floating* D, Py_ssize_t n,
                    Py_ssize_t m, Py_ssize_t ld, floating scale,
                    bint accumulate) noexcept nogil:
     """``out[:m] (+)= scale * D[:n, :m].sum(axis=0)`` (row stride ``ld``),
-    rows summed in order."""
-    cdef Py_ssize_t i, j
-    cdef const floating* d
-    if not accumulate:
-        for j in range(m):
-            out[j] = 0
-    for i in range(n):
-        d = D + i * ld
-        for j in range(m):
-            out[j] += scale * d[j]
+    rows summed in order (the loop is in _kernels.h)."""
+    if floating is float:
+        cbp_colsum_f(out, D, n, m, ld, scale, accumulate)
+    else:
+        cbp_colsum_d(out, D, n, m, ld, scale, accumulate)
 
 
 # --------------------------------------------------------------------------

@@ -1,10 +1,19 @@
-/* Elementwise kernels that need C's `restrict` to vectorise.
+/* Loops that need C's `restrict` to vectorise, and an AVX copy of each.
  *
  * Cython cannot mark pointers restrict, and without it gcc keeps the
  * conditional of ReLU as a branch (mispredicted half the time on random
- * signs) instead of a vector compare-and-select. Each kernel exists for
+ * signs) instead of a vector compare-and-select, and checks at run time
+ * whether a column sum's output overlaps its input. Each kernel exists for
  * float (suffix _f) and double (_d); src/_core.pyx dispatches on its
  * fused `floating` type.
+ *
+ * On x86 the package is built for the baseline instruction set (SSE2, 2
+ * doubles or 4 floats per instruction), so every kernel is also compiled
+ * for AVX (twice as wide) and the copy to call is chosen at run time from
+ * the CPU. The AVX copies are compiled without FMA: both copies round
+ * every operation the same way and give the same bits, and no loop below
+ * reorders a sum (a column sum adds the rows in order, a vector holding
+ * neighbouring columns).
  */
 #ifndef CBP_KERNELS_H
 #define CBP_KERNELS_H
@@ -12,10 +21,16 @@
 #include <math.h>
 #include <stddef.h>
 
-#define CBP_DEFINE_KERNELS(T, S)                                              \
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__) \
+    && !defined(__AVX__)
+#define CBP_AVX_DISPATCH 1
+#endif
+
+/* The elementwise kernels, copy V (base or avx) of type T (suffix S). */
+#define CBP_DEFINE_KERNELS(T, S, V, ATTR)                                     \
 /* Z[i, :] = max(Z[i, :] + b, 0) over n rows of m */                          \
-static inline void cbp_bias_relu_##S(T *restrict Z, const T *restrict b,     \
-                                     ptrdiff_t n, ptrdiff_t m) {              \
+ATTR static void cbp_bias_relu_##V##_##S(T *restrict Z, const T *restrict b, \
+                                         ptrdiff_t n, ptrdiff_t m) {          \
     for (ptrdiff_t i = 0; i < n; i++) {                                       \
         T *restrict z = Z + i * m;                                            \
         for (ptrdiff_t j = 0; j < m; j++) {                                   \
@@ -25,36 +40,45 @@ static inline void cbp_bias_relu_##S(T *restrict Z, const T *restrict b,     \
     }                                                                         \
 }                                                                             \
 /* D = D * relu'(A): keep D where the activation A is positive */            \
-static inline void cbp_relu_backward_##S(T *restrict D, const T *restrict A, \
-                                         ptrdiff_t size) {                    \
+ATTR static void cbp_relu_backward_##V##_##S(T *restrict D,                  \
+                                             const T *restrict A,            \
+                                             ptrdiff_t size) {                \
     for (ptrdiff_t i = 0; i < size; i++)                                      \
         D[i] = A[i] > (T)0 ? D[i] : (T)0;                                     \
 }                                                                             \
 /* D = D * (1 - A²), tanh' from its output */                                \
-static inline void cbp_tanh_backward_##S(T *restrict D, const T *restrict A, \
-                                         ptrdiff_t size) {                    \
+ATTR static void cbp_tanh_backward_##V##_##S(T *restrict D,                  \
+                                             const T *restrict A,            \
+                                             ptrdiff_t size) {                \
     for (ptrdiff_t i = 0; i < size; i++)                                      \
         D[i] = D[i] * ((T)1 - A[i] * A[i]);                                   \
 }                                                                             \
 /* D = D * A (1 - A), logistic' from its output */                           \
-static inline void cbp_logistic_backward_##S(T *restrict D,                  \
-                                             const T *restrict A,            \
-                                             ptrdiff_t size) {                \
+ATTR static void cbp_logistic_backward_##V##_##S(T *restrict D,              \
+                                                 const T *restrict A,        \
+                                                 ptrdiff_t size) {            \
     for (ptrdiff_t i = 0; i < size; i++)                                      \
         D[i] = D[i] * (A[i] * ((T)1 - A[i]));                                 \
+}                                                                             \
+/* out[:m] (+)= sum over the n rows, in order, of scale * D[i, :m] (row      \
+ * stride ld) */                                                             \
+ATTR static void cbp_colsum_##V##_##S(T *restrict out, const T *restrict D,  \
+                                      ptrdiff_t n, ptrdiff_t m, ptrdiff_t ld, \
+                                      T scale, int accumulate) {              \
+    if (!accumulate)                                                          \
+        for (ptrdiff_t j = 0; j < m; j++)                                     \
+            out[j] = (T)0;                                                    \
+    for (ptrdiff_t i = 0; i < n; i++) {                                       \
+        const T *restrict d = D + i * ld;                                     \
+        for (ptrdiff_t j = 0; j < m; j++)                                     \
+            out[j] += scale * d[j];                                           \
+    }                                                                         \
 }
-
-CBP_DEFINE_KERNELS(float, f)
-CBP_DEFINE_KERNELS(double, d)
 
 /* Adam's step over n parameters (see adam_step_i in _core.pyx):
  *   g = grad + l2 * theta; m = beta_1 m + c1 g; v = beta_2 v + c2 g^2;
  *   theta += (-lr_t * m) / (sqrt(v) + epsilon) - decay * theta.
- * The division and the square root, not memory, bound this loop; on x86
- * a copy compiled for AVX (8 floats or 4 doubles per instruction, twice
- * the baseline's SSE2) is chosen at run time where the CPU has it. The
- * copy is compiled without FMA, so both copies round every operation the
- * same way and give the same bits.
+ * The division and the square root, not memory, bound this loop.
  */
 #define CBP_ADAM_LOOP(T, SQRT, DECAY_TERM)                                   \
     for (ptrdiff_t i = 0; i < n; i++) {                                       \
@@ -78,11 +102,6 @@ CBP_DEFINE_KERNELS(double, d)
     ptrdiff_t n, T lr_t, T beta_1, T beta_2, T epsilon, T l2, T decay,       \
     T c1, T c2
 
-#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__) \
-    && !defined(__AVX__)
-#define CBP_ADAM_DISPATCH 1
-#endif
-
 /* RMSprop's step, bound the same way (see rmsprop_step_i in _core.pyx):
  *   g = grad + l2 * theta; v = rho v + c g^2;
  *   theta += (-lr * g) / (sqrt(v) + epsilon) - decay * theta. */
@@ -98,22 +117,23 @@ CBP_DEFINE_KERNELS(double, d)
     T *restrict theta, const T *restrict g, T *restrict v, ptrdiff_t n,       \
     T lr, T rho, T epsilon, T l2, T decay, T c
 
-#define CBP_DEFINE_ADAM(T, S, SQRT)                                           \
-static void cbp_adam_base_##S(CBP_ADAM_ARGS(T)) { CBP_ADAM_BODY(T, SQRT) }   \
-static void cbp_rmsprop_base_##S(CBP_RMSPROP_ARGS(T)) {                      \
+#define CBP_DEFINE_STEPS(T, S, V, ATTR, SQRT)                                 \
+ATTR static void cbp_adam_##V##_##S(CBP_ADAM_ARGS(T)) {                      \
+    CBP_ADAM_BODY(T, SQRT) }                                                  \
+ATTR static void cbp_rmsprop_##V##_##S(CBP_RMSPROP_ARGS(T)) {                \
     CBP_RMSPROP_BODY(T, SQRT) }
-CBP_DEFINE_ADAM(float, f, sqrtf)
-CBP_DEFINE_ADAM(double, d, sqrt)
 
-#ifdef CBP_ADAM_DISPATCH
-#define CBP_DEFINE_ADAM_AVX(T, S, SQRT)                                       \
-__attribute__((target("avx")))                                                \
-static void cbp_adam_avx_##S(CBP_ADAM_ARGS(T)) { CBP_ADAM_BODY(T, SQRT) }    \
-__attribute__((target("avx")))                                                \
-static void cbp_rmsprop_avx_##S(CBP_RMSPROP_ARGS(T)) {                       \
-    CBP_RMSPROP_BODY(T, SQRT) }
-CBP_DEFINE_ADAM_AVX(float, f, sqrtf)
-CBP_DEFINE_ADAM_AVX(double, d, sqrt)
+CBP_DEFINE_KERNELS(float, f, base, )
+CBP_DEFINE_KERNELS(double, d, base, )
+CBP_DEFINE_STEPS(float, f, base, , sqrtf)
+CBP_DEFINE_STEPS(double, d, base, , sqrt)
+
+#ifdef CBP_AVX_DISPATCH
+#define CBP_AVX __attribute__((target("avx")))
+CBP_DEFINE_KERNELS(float, f, avx, CBP_AVX)
+CBP_DEFINE_KERNELS(double, d, avx, CBP_AVX)
+CBP_DEFINE_STEPS(float, f, avx, CBP_AVX, sqrtf)
+CBP_DEFINE_STEPS(double, d, avx, CBP_AVX, sqrt)
 static int cbp_cpu_avx = -1;
 static inline int cbp_has_avx(void) {
     if (cbp_cpu_avx < 0) {
@@ -127,20 +147,35 @@ static inline int cbp_has_avx(void) {
 #define CBP_PICK(K, S) cbp_##K##_base_##S
 #endif
 
-static inline void cbp_adam_f(CBP_ADAM_ARGS(float)) {
-    CBP_PICK(adam, f)(theta, g, m, v, n, lr_t, beta_1, beta_2, epsilon, l2,
-                     decay, c1, c2);
+/* The entry points _core.pyx calls: each calls the copy for this CPU. */
+#define CBP_DEFINE_ENTRIES(T, S)                                              \
+static inline void cbp_bias_relu_##S(T *Z, const T *b, ptrdiff_t n,          \
+                                     ptrdiff_t m) {                           \
+    CBP_PICK(bias_relu, S)(Z, b, n, m);                                       \
+}                                                                             \
+static inline void cbp_relu_backward_##S(T *D, const T *A, ptrdiff_t size) { \
+    CBP_PICK(relu_backward, S)(D, A, size);                                   \
+}                                                                             \
+static inline void cbp_tanh_backward_##S(T *D, const T *A, ptrdiff_t size) { \
+    CBP_PICK(tanh_backward, S)(D, A, size);                                   \
+}                                                                             \
+static inline void cbp_logistic_backward_##S(T *D, const T *A,               \
+                                             ptrdiff_t size) {                \
+    CBP_PICK(logistic_backward, S)(D, A, size);                               \
+}                                                                             \
+static inline void cbp_colsum_##S(T *out, const T *D, ptrdiff_t n,           \
+                                  ptrdiff_t m, ptrdiff_t ld, T scale,         \
+                                  int accumulate) {                           \
+    CBP_PICK(colsum, S)(out, D, n, m, ld, scale, accumulate);                 \
+}                                                                             \
+static inline void cbp_adam_##S(CBP_ADAM_ARGS(T)) {                          \
+    CBP_PICK(adam, S)(theta, g, m, v, n, lr_t, beta_1, beta_2, epsilon, l2,  \
+                      decay, c1, c2);                                         \
+}                                                                             \
+static inline void cbp_rmsprop_##S(CBP_RMSPROP_ARGS(T)) {                    \
+    CBP_PICK(rmsprop, S)(theta, g, v, n, lr, rho, epsilon, l2, decay, c);    \
 }
-static inline void cbp_adam_d(CBP_ADAM_ARGS(double)) {
-    CBP_PICK(adam, d)(theta, g, m, v, n, lr_t, beta_1, beta_2, epsilon, l2,
-                     decay, c1, c2);
-}
-
-static inline void cbp_rmsprop_f(CBP_RMSPROP_ARGS(float)) {
-    CBP_PICK(rmsprop, f)(theta, g, v, n, lr, rho, epsilon, l2, decay, c);
-}
-static inline void cbp_rmsprop_d(CBP_RMSPROP_ARGS(double)) {
-    CBP_PICK(rmsprop, d)(theta, g, v, n, lr, rho, epsilon, l2, decay, c);
-}
+CBP_DEFINE_ENTRIES(float, f)
+CBP_DEFINE_ENTRIES(double, d)
 
 #endif
