@@ -921,11 +921,10 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             self.n_iter_ = 0
             for _ in range(self.max_iter):
                 if self.shuffle:
-                    # the draws of sklearn.utils.shuffle(sample_idx), without
-                    # its validation overhead: same seed, same batch order
-                    perm = np.arange(n_samples)
-                    self._random_state.shuffle(perm)
-                    sample_idx = sample_idx[perm]
+                    # sklearn.utils.shuffle(sample_idx) shuffles an arange
+                    # and indexes with it; the same swaps applied in place
+                    # give the same order: same seed, same batch order
+                    self._random_state.shuffle(sample_idx)
                     order = sample_idx
                 else:
                     order = None
