@@ -79,8 +79,12 @@ def _openmp_flags():
 OPENMP_FLAGS = _openmp_flags()
 OPENMP = OPENMP_FLAGS is not None
 
-# -fno-math-errno lets gcc vectorise sqrt/exp loops (no errno side effect)
-compile_args = ["-O0", "-g"] if DEBUG else ["-O3", "-fno-math-errno"]
+# -fno-math-errno lets gcc vectorise sqrt/exp loops (no errno side effect);
+# -fno-trapping-math lets it turn selects into vector blends (no value changes:
+# the package reads no floating-point exception flags)
+compile_args = (
+    ["-O0", "-g"] if DEBUG else ["-O3", "-fno-math-errno", "-fno-trapping-math"]
+)
 link_args = []
 if OPENMP:
     compile_args += OPENMP_FLAGS[0]

@@ -130,6 +130,8 @@ cdef extern from "_kernels.h" nogil:
     void cbp_tanh_backward_d(double* D, const double* A, Py_ssize_t size)
     void cbp_logistic_backward_f(float* D, const float* A, Py_ssize_t size)
     void cbp_logistic_backward_d(double* D, const double* A, Py_ssize_t size)
+    void cbp_softmax_exp_f(float* z, Py_ssize_t k, float mx)
+    void cbp_softmax_exp_d(double* z, Py_ssize_t k, double mx)
     void cbp_colsum_f(float* out, const float* D, Py_ssize_t n, Py_ssize_t m,
                       Py_ssize_t ld, float scale, bint accumulate)
     void cbp_colsum_d(double* out, const double* D, Py_ssize_t n,
@@ -499,6 +501,16 @@ cdef void act_backward_i(floating* D, const floating* A, Py_ssize_t n,
             cbp_logistic_backward_d(D, A, size)
 
 
+cdef inline void _softmax_exp(floating* z, Py_ssize_t k,
+                              floating mx) noexcept nogil:
+    """``z[:k] = exp(z[:k] - mx)`` for the row maximum ``mx`` (the loop and
+    its exp are in _kernels.h: vectorised, within 2 ulp of libm's)."""
+    if floating is float:
+        cbp_softmax_exp_f(z, k, mx)
+    else:
+        cbp_softmax_exp_d(z, k, mx)
+
+
 cdef void output_delta_i(floating* Z, const floating* b, const floating* Y,
                          const floating* sw, Py_ssize_t n, Py_ssize_t k,
                          int out_act, double* rowloss,
@@ -529,13 +541,14 @@ cdef void output_delta_i(floating* Z, const floating* b, const floating* Y,
                 if z[j] > mx:
                     mx = z[j]
             # loss_i = sum_j y_j (lse - z_j), lse = mx + log(sum_j exp(z_j - mx))
-            s = 0
             ysum = 0
             for j in range(k):
                 if y[j] != 0:
                     row += y[j] * (mx - z[j])
                     ysum += y[j]
-                z[j] = _exp(z[j] - mx)
+            _softmax_exp(z, k, mx)
+            s = 0
+            for j in range(k):
                 s = s + z[j]
             row += ysum * _log(s)
             for j in range(k):
@@ -589,9 +602,9 @@ cdef void output_forward_i(floating* Z, const floating* b, Py_ssize_t n,
                 z[j] = z[j] + b[j]
                 if z[j] > mx:
                     mx = z[j]
+            _softmax_exp(z, k, mx)
             s = 0
             for j in range(k):
-                z[j] = _exp(z[j] - mx)
                 s = s + z[j]
             for j in range(k):
                 z[j] = z[j] / s
@@ -804,7 +817,7 @@ cdef void adam_step_i(floating* theta, const floating* g, floating* m,
     ``theta -= lr_t * m / (sqrt(v) + epsilon)``, with the bias corrections
     folded into ``lr_t = lr * sqrt(1 - beta_2**t) / (1 - beta_1**t)``; with
     decoupled weight decay (AdamW), ``theta -= decay * theta`` too."""
-    # the loop is in _kernels.h (cbp_adam_*): restrict pointers, and an AVX
+    # the loop is in _kernels.h (cbp_adam_*): restrict pointers, and an AVX2
     # copy chosen at run time
     cdef floating c1 = 1 - beta_1
     cdef floating c2 = 1 - beta_2

@@ -1,4 +1,4 @@
-/* Loops that need C's `restrict` to vectorise, and an AVX copy of each.
+/* Loops that need C's `restrict` to vectorise, and an AVX2 copy of each.
  *
  * Cython cannot mark pointers restrict, and without it gcc keeps the
  * conditional of ReLU as a branch (mispredicted half the time on random
@@ -9,24 +9,60 @@
  *
  * On x86 the package is built for the baseline instruction set (SSE2, 2
  * doubles or 4 floats per instruction), so every kernel is also compiled
- * for AVX (twice as wide) and the copy to call is chosen at run time from
- * the CPU. The AVX copies are compiled without FMA: both copies round
- * every operation the same way and give the same bits, and no loop below
- * reorders a sum (a column sum adds the rows in order, a vector holding
- * neighbouring columns).
+ * for AVX2 (twice as wide, 64-bit integer lanes too, which exp's 2^k
+ * needs) and the copy to call is chosen at run time from the CPU. The
+ * AVX2 copies are compiled without FMA: both copies round every operation
+ * the same way and give the same bits, and no loop below reorders a sum (a
+ * column sum adds the rows in order, a vector holding neighbouring
+ * columns).
  */
 #ifndef CBP_KERNELS_H
 #define CBP_KERNELS_H
 
 #include <math.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__) \
-    && !defined(__AVX__)
-#define CBP_AVX_DISPATCH 1
+    && !defined(__AVX2__)
+#define CBP_AVX2_DISPATCH 1
 #endif
 
-/* The elementwise kernels, copy V (base or avx) of type T (suffix S). */
+/* exp(x) for x <= 0 (or NaN), the softmax's exponentials of z - max(z).
+ * Cephes' exp: x = k ln2 + r with |r| <= ln2 / 2 (k rounded with the
+ * 1.5 * 2^52 trick, ln2 in two parts), exp(r) = 1 + 2 r P(r²) / (Q(r²) -
+ * r P(r²)), times 2^k built in the exponent bits. Within 2 ulp of glibc's
+ * exp; 0 below -708.39 (where 2^k would be subnormal) and NaN for NaN.
+ * Straight-line code, so that gcc vectorises the loops that call it
+ * (with -fno-trapping-math: the select below); the same operations in
+ * every copy, so the same bits. */
+static inline double cbp_exp_nonpos(double x) {
+    const double P0 = 1.26177193074810590878e-4;
+    const double P1 = 3.02994407707441961300e-2;
+    const double P2 = 9.99999999999999999910e-1;
+    const double Q0 = 3.00198505138664455042e-6;
+    const double Q1 = 2.52448340349684104192e-3;
+    const double Q2 = 2.27265548208155028766e-1;
+    const double Q3 = 2.00000000000000000009e0;
+    const double C1 = 6.93145751953125e-1;      /* ln2 = C1 + C2 */
+    const double C2 = 1.42860682030941723212e-6;
+    const double shift = 6755399441055744.0;    /* 1.5 * 2^52 */
+    double kd = x * 1.4426950408889634 + shift;  /* k in the low bits */
+    double k = kd - shift;
+    double r = x - k * C1;
+    r = r - k * C2;
+    double rr = r * r;
+    double px = r * ((P0 * rr + P1) * rr + P2);
+    double qx = ((Q0 * rr + Q1) * rr + Q2) * rr + Q3;
+    double e = 1.0 + 2.0 * (px / (qx - px));
+    union { double d; int64_t i; } u;
+    u.d = kd;
+    u.i = (u.i - 0x4338000000000000LL + 1023) << 52;   /* 2^k */
+    e = e * u.d;
+    return x < -708.39 ? 0.0 : e;
+}
+
+/* The elementwise kernels, copy V (base or avx2) of type T (suffix S). */
 #define CBP_DEFINE_KERNELS(T, S, V, ATTR)                                     \
 /* Z[i, :] = max(Z[i, :] + b, 0) over n rows of m */                          \
 ATTR static void cbp_bias_relu_##V##_##S(T *restrict Z, const T *restrict b, \
@@ -38,6 +74,12 @@ ATTR static void cbp_bias_relu_##V##_##S(T *restrict Z, const T *restrict b, \
             z[j] = v > (T)0 ? v : (T)0;                                       \
         }                                                                     \
     }                                                                         \
+}                                                                             \
+/* z[:k] = exp(z[:k] - mx), mx = max(z) (the softmax's exponentials) */     \
+ATTR static void cbp_softmax_exp_##V##_##S(T *restrict z, ptrdiff_t k,      \
+                                           T mx) {                            \
+    for (ptrdiff_t j = 0; j < k; j++)                                         \
+        z[j] = (T)cbp_exp_nonpos((double)(z[j] - mx));                        \
 }                                                                             \
 /* D = D * relu'(A): keep D where the activation A is positive */            \
 ATTR static void cbp_relu_backward_##V##_##S(T *restrict D,                  \
@@ -128,21 +170,22 @@ CBP_DEFINE_KERNELS(double, d, base, )
 CBP_DEFINE_STEPS(float, f, base, , sqrtf)
 CBP_DEFINE_STEPS(double, d, base, , sqrt)
 
-#ifdef CBP_AVX_DISPATCH
-#define CBP_AVX __attribute__((target("avx")))
-CBP_DEFINE_KERNELS(float, f, avx, CBP_AVX)
-CBP_DEFINE_KERNELS(double, d, avx, CBP_AVX)
-CBP_DEFINE_STEPS(float, f, avx, CBP_AVX, sqrtf)
-CBP_DEFINE_STEPS(double, d, avx, CBP_AVX, sqrt)
-static int cbp_cpu_avx = -1;
-static inline int cbp_has_avx(void) {
-    if (cbp_cpu_avx < 0) {
+#ifdef CBP_AVX2_DISPATCH
+#define CBP_AVX2 __attribute__((target("avx2")))
+CBP_DEFINE_KERNELS(float, f, avx2, CBP_AVX2)
+CBP_DEFINE_KERNELS(double, d, avx2, CBP_AVX2)
+CBP_DEFINE_STEPS(float, f, avx2, CBP_AVX2, sqrtf)
+CBP_DEFINE_STEPS(double, d, avx2, CBP_AVX2, sqrt)
+static int cbp_cpu_avx2 = -1;
+static inline int cbp_has_avx2(void) {
+    if (cbp_cpu_avx2 < 0) {
         __builtin_cpu_init();
-        cbp_cpu_avx = __builtin_cpu_supports("avx") ? 1 : 0;
+        cbp_cpu_avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
     }
-    return cbp_cpu_avx;
+    return cbp_cpu_avx2;
 }
-#define CBP_PICK(K, S) (cbp_has_avx() ? cbp_##K##_avx_##S : cbp_##K##_base_##S)
+#define CBP_PICK(K, S)                                                        \
+    (cbp_has_avx2() ? cbp_##K##_avx2_##S : cbp_##K##_base_##S)
 #else
 #define CBP_PICK(K, S) cbp_##K##_base_##S
 #endif
@@ -152,6 +195,9 @@ static inline int cbp_has_avx(void) {
 static inline void cbp_bias_relu_##S(T *Z, const T *b, ptrdiff_t n,          \
                                      ptrdiff_t m) {                           \
     CBP_PICK(bias_relu, S)(Z, b, n, m);                                       \
+}                                                                             \
+static inline void cbp_softmax_exp_##S(T *z, ptrdiff_t k, T mx) {          \
+    CBP_PICK(softmax_exp, S)(z, k, mx);                                       \
 }                                                                             \
 static inline void cbp_relu_backward_##S(T *D, const T *A, ptrdiff_t size) { \
     CBP_PICK(relu_backward, S)(D, A, size);                                   \

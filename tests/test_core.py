@@ -157,6 +157,37 @@ def test_softmax_and_logistic_are_stable_for_huge_logits():
         assert np.isfinite(loss) and np.isfinite(grad).all()
 
 
+def test_softmax_exponentials_over_their_whole_range():
+    # one layer whose weights are the identity: the logits are X's rows,
+    # spread over exp's range: exact to a few ulp, 0 where exp underflows,
+    # NaN kept (so that training sees a NaN loss); no infinities: the identity
+    # GEMM would turn them into NaN (inf * 0)
+    k = 6
+    units = np.array([k, k], np.intc)
+    offsets, P = _core.param_offsets(units)
+    theta = np.zeros(P)
+    theta[: k * k] = np.eye(k).ravel()
+    rng = np.random.RandomState(0)
+    X = np.vstack([
+        -rng.uniform(0, 1, (200, k)) ** 3 * 708,   # exp(z - max) down to e^-708
+        -rng.uniform(0, 1e-6, (50, k)),             # close to the maximum
+        [[0, -708.3, -708.5, -745, -1e4, -1e300]],
+        [[0, 1, 2, 3, 4, np.nan]],
+    ])
+    X[:250, 0] = 0  # the row maximum, so that z - max spans the range above
+    got = np.empty_like(X)
+    work = np.empty(_core.predict_workspace_size(units, X.shape[0], 1))
+    _core.forward(theta, X, got, units, offsets, 3, _core.OUTPUT_ACTIVATIONS["softmax"],
+                  work, X.shape[0], 1)
+    e = np.exp(X[:-1] - X[:-1].max(axis=1, keepdims=True))
+    expected = e / e.sum(axis=1, keepdims=True)
+    normal = expected > 1e-300
+    np.testing.assert_allclose(got[:-1][normal], expected[normal], rtol=1e-15, atol=0)
+    assert (got[:-1][~normal] < 1e-300).all()
+    assert (got[-2, 2:] == 0).all()   # e^-708.5 and below: 0, not subnormal garbage
+    assert np.isnan(got[-1]).all()
+
+
 def test_core_rejects_inconsistent_buffers():
     X, Y, sw, units, offsets, theta = _problem("identity", np.float64)
     with pytest.raises(ValueError, match="theta has"):
