@@ -916,6 +916,8 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             )
             options.update(dropout=dropout, dropout_seed=self._dropout_seed)
 
+        # theta before each epoch, to go back to if the epoch diverges
+        epoch_start = np.empty_like(theta)
         feedback = _EpochFeedback(self, incremental)
         try:
             self.n_iter_ = 0
@@ -928,15 +930,19 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
                     order = sample_idx
                 else:
                     order = None
-                epoch_start = theta.copy()
                 if data_parallel is not None:
+                    epoch_start[:] = theta
                     sum_data, sum_penalty, status = data_parallel.epoch(
                         theta, optimizer, order, (units, offsets, hidden_act, out_act),
                         float(self.alpha), float(self.momentum),
                         bool(self.nesterovs_momentum), float(self.beta_1),
                         float(self.beta_2), float(self.epsilon),
                     )
+                    if not np.isfinite(theta).all():
+                        status |= _core.STATUS_NONFINITE_PARAMS
                 else:
+                    # the core copies theta into epoch_start before the first
+                    # step and flags non-finite weights at the end
                     sum_data, sum_penalty, _, status = _core.train_epoch(
                         theta, grad, optimizer.state_1, optimizer.state_2,
                         X_train, Y_train, sw_train, order, batch_size,
@@ -946,10 +952,11 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
                         float(self.beta_2), float(self.epsilon), optimizer.step,
                         work, n_threads, rho=float(self.rho),
                         weight_decay=float(self.weight_decay),
-                        dropout_row0=int(self.t_), **options,
+                        dropout_row0=int(self.t_), theta_start=epoch_start,
+                        **options,
                     )
-                if status != _core.STATUS_OK or not np.isfinite(theta).all():
-                    if not np.isfinite(theta).all():
+                if status != _core.STATUS_OK:
+                    if status & _core.STATUS_NONFINITE_PARAMS:
                         theta[:] = epoch_start
                     # the velocity or Adam's moments may have overflowed: a
                     # later partial_fit starts them afresh from these weights

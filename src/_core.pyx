@@ -181,9 +181,11 @@ SOLVERS = {"sgd": SOLVER_SGD, "adam": SOLVER_ADAM, "rmsprop": SOLVER_RMSPROP}
 # Return codes of train_epoch.
 cdef enum:
     _STATUS_OK = 0
-    _STATUS_NONFINITE_LOSS = 1
+    _STATUS_NONFINITE_LOSS = 1      # flags, or-ed together
+    _STATUS_NONFINITE_PARAMS = 2
 STATUS_OK = _STATUS_OK
 STATUS_NONFINITE_LOSS = _STATUS_NONFINITE_LOSS
+STATUS_NONFINITE_PARAMS = _STATUS_NONFINITE_PARAMS
 
 
 cdef struct Net:
@@ -1052,6 +1054,15 @@ cdef void params_grad(const Net* net, floating* grad, const floating* X,
                          scale, accumulate)
 
 
+cdef bint _all_finite(const floating* x, Py_ssize_t n) noexcept nogil:
+    """Whether ``x[:n]`` holds no NaN and no infinity."""
+    cdef Py_ssize_t i
+    for i in range(n):
+        if not isfinite(x[i]):
+            return False
+    return True
+
+
 cdef Py_ssize_t _n_row_blocks(const Net* net) noexcept nogil:
     """Number of SPLIT_QUANTUM-row blocks of all weight matrices together."""
     cdef Py_ssize_t total = 0
@@ -1652,7 +1663,7 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
                 Py_ssize_t[::1] step, floating[::1] work, int n_threads=1,
                 double act_param=0.0, double rho=0.9, double weight_decay=0.0,
                 double loss_param=1.0, dropout=None, uint64_t dropout_seed=0,
-                uint64_t dropout_row0=0, X_csr=None):
+                uint64_t dropout_row0=0, X_csr=None, theta_start=None):
     """One epoch of mini-batch training, in place, without the GIL.
 
     Batches are consecutive runs of ``batch_size`` entries of ``order``
@@ -1676,7 +1687,9 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
     ``dropout_row0 + i`` under key ``dropout_seed`` (see
     :func:`dropout_keep`), whatever the thread count. A sparse X is
     passed as ``X_csr`` with ``X=None`` (see :func:`loss_grad`); its rows
-    are read in place, not gathered.
+    are read in place, not gathered. ``theta_start`` (like theta, or None)
+    receives theta as it was before the epoch, so that the caller can go
+    back to it when the epoch diverged.
 
     Returns
     -------
@@ -1686,8 +1699,10 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
     n_rows : int
         Rows trained on (fewer than all when stopped early).
     status : int
-        STATUS_OK, or STATUS_NONFINITE_LOSS when a batch's loss was not
-        finite; that batch's update is then not applied.
+        STATUS_OK, or flags or-ed together: STATUS_NONFINITE_LOSS when a
+        batch's loss was not finite (that batch's update is then not
+        applied, nor any later batch's), STATUS_NONFINITE_PARAMS when theta
+        holds a NaN or an infinity at the end.
     """
     cdef Net net = _make_net(units, offsets, theta.shape[0], hidden_act,
                              out_act, n_threads, act_param, loss_param)
@@ -1745,6 +1760,8 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
     cdef const floating* Xc
     cdef const floating* Yc
     cdef const floating* swc
+    cdef floating[::1] start_mv
+    cdef int status
 
     if n < 1:
         raise ValueError("train_epoch needs at least one sample")
@@ -1773,6 +1790,11 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
                 raise ValueError("order holds an index out of range")
         if n_total > 0:
             order_p = &order[0]
+    if theta_start is not None:
+        start_mv = theta_start
+        if start_mv.shape[0] != P:
+            raise ValueError("theta_start must match theta in size")
+        memcpy(&start_mv[0], &theta[0], P * sizeof(floating))
     if n_total == 0:
         return 0.0, 0.0, 0, STATUS_OK
 
@@ -1896,7 +1918,10 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
     _team_end(&team, nt)
     if shared[4] != 0:
         _raise_pending()
-    return shared[0], shared[1], <Py_ssize_t>shared[2], <int>shared[3]
+    status = <int>shared[3]
+    if not _all_finite(theta_p, P):
+        status |= _STATUS_NONFINITE_PARAMS
+    return shared[0], shared[1], <Py_ssize_t>shared[2], status
 
 
 def forward(const floating[::1] theta, const floating[:, ::1] X,

@@ -277,6 +277,35 @@ def test_shuffled_epoch_equals_epoch_on_reordered_rows(dtype, batch):
     assert not np.array_equal(expected, theta0)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_epoch_keeps_its_start_and_flags_nonfinite_weights(dtype):
+    X, Y, sw, units, offsets, theta0 = _problem("softmax", dtype, n=20)
+    work = np.empty(_core.train_workspace_size(units, 20), dtype)
+
+    def epoch(lr, theta_start, scale=1):
+        theta = theta0.copy()
+        s1 = np.zeros_like(theta)
+        Xs = (X * scale).astype(dtype)
+        out = _core.train_epoch(theta, np.empty_like(theta), s1, s1, Xs, Y, sw, None, 20,
+                                units, offsets, 0, 2, 0.0, _core.SOLVERS["sgd"], lr, 0.0,
+                                False, 0.9, 0.999, 1e-8, np.zeros(1, np.intp), work, 2,
+                                theta_start=theta_start)
+        return theta, out[3]
+
+    start = np.full_like(theta0, 7)
+    theta, status = epoch(0.1, start)
+    assert status == _core.STATUS_OK and np.isfinite(theta).all()
+    np.testing.assert_array_equal(start, theta0)
+    # one batch whose loss is finite and whose step overflows the weights
+    # (identity hidden units: gradients of the order of X)
+    theta, status = epoch(float(np.finfo(dtype).max), start, scale=100)
+    assert status == _core.STATUS_NONFINITE_PARAMS
+    assert not np.isfinite(theta).all()
+    np.testing.assert_array_equal(start, theta0)
+    with pytest.raises(ValueError, match="theta_start"):
+        epoch(0.1, start[:-1])
+
+
 def test_predict_workspace_holds_every_thread_share():
     units = np.array([5, 9, 2], np.intc)
     for rows in (1, 47, 48, 49, 200, 1000):
