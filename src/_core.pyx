@@ -913,13 +913,57 @@ cdef inline uint64_t _unit0(const Net* net, int layer) noexcept nogil:
     return off
 
 
+cdef void _chunk_colsums(const Net* net, floating* bias_part,
+                         const floating* D, Py_ssize_t r0, Py_ssize_t r1,
+                         int l) noexcept nogil:
+    """Column sums of ``D`` (rows r0..r1 of the delta ``delta_{l+1}``,
+    whose columns are b_l's) per SPLIT_QUANTUM-row chunk of the batch.
+
+    ``bias_part`` holds one vector shaped like all the biases (``sum_units``
+    values, b_l at ``offsets[L + l] - offsets[L]``) per chunk, chunk ``c``
+    being rows ``c * SPLIT_QUANTUM`` on. r0 starts a chunk (phase-1 shares
+    are whole chunks), so every chunk's sum is the same whichever thread
+    makes it.
+    """
+    cdef int L = net.n_layers
+    cdef Py_ssize_t fo = net.units[l + 1]
+    cdef Py_ssize_t boff = net.offsets[L + l] - net.offsets[L]
+    cdef Py_ssize_t c0 = r0, c1
+    while c0 < r1:
+        c1 = min(c0 + SPLIT_QUANTUM, r1)
+        colsum_i(bias_part + (c0 // SPLIT_QUANTUM) * net.sum_units + boff,
+                 D + (c0 - r0) * fo, c1 - c0, fo, fo, 1, False)
+        c0 = c1
+
+
+cdef void _sum_chunks(floating* out, const floating* part, Py_ssize_t n_chunks,
+                      Py_ssize_t stride, Py_ssize_t m,
+                      floating scale) noexcept nogil:
+    """``out[:m] = scale * (part[0] + part[1] + ...)``, the ``n_chunks``
+    vectors ``stride`` apart added in chunk order."""
+    cdef Py_ssize_t c, j
+    cdef const floating* p
+    for j in range(m):
+        out[j] = part[j]
+    for c in range(1, n_chunks):
+        p = part + c * stride
+        for j in range(m):
+            out[j] = out[j] + p[j]
+    for j in range(m):
+        out[j] = scale * out[j]
+
+
 cdef void rows_forward_backward(
         const Net* net, const floating* theta, const floating* X,
         const floating* Y, const floating* sw, Py_ssize_t r0, Py_ssize_t r1,
         floating* acts, floating* deltas, Py_ssize_t rows,
         double* rowloss, floating* zsave, Py_ssize_t block_row=0,
-        const CSR* csr=NULL) noexcept nogil:
+        const CSR* csr=NULL, floating* bias_part=NULL) noexcept nogil:
     """Phase 1 for rows r0..r1 of a block whose row 0 is at X, Y, sw.
+
+    With ``bias_part`` (see :func:`_chunk_colsums`), each delta's column
+    sums per SPLIT_QUANTUM-row chunk are written there while the rows are
+    at hand, for :func:`params_grad` to add up.
 
     ``zsave`` (PReLU only, else NULL) is laid out like the hidden part of
     ``acts``: pre-activations on the way forward, each row's term of the
@@ -969,6 +1013,8 @@ cdef void rows_forward_backward(
     delta = _at(net, acts, rows, L) + r0 * fo
     output_delta_i(delta, theta + net.offsets[2 * L - 1], Y + r0 * fo,
                    sw + r0, m, fo, net.out_act, rowloss + r0, net.loss_param)
+    if bias_part != NULL:
+        _chunk_colsums(net, bias_part, delta, r0, r1, L - 1)
     # Hidden deltas: D_l = f'(A_l) * (delta_{l+1} @ W_lᵀ)
     for l in range(L - 1, 0, -1):
         fi = net.units[l]
@@ -992,6 +1038,8 @@ cdef void rows_forward_backward(
         else:
             act_backward_i(D, _at(net, acts, rows, l) + r0 * fi, m, fi,
                            net.hidden_act, <floating>net.act_param)
+        if bias_part != NULL:
+            _chunk_colsums(net, bias_part, D, r0, r1, l - 1)
         delta = D
 
 
@@ -999,11 +1047,14 @@ cdef void params_grad(const Net* net, floating* grad, const floating* X,
                       Py_ssize_t nb, floating* acts, floating* deltas,
                       Py_ssize_t rows, floating scale, bint accumulate,
                       int tid, int nt, floating* zsave,
-                      Py_ssize_t block_row=0, const CSR* csr=NULL) noexcept nogil:
+                      Py_ssize_t block_row=0, const CSR* csr=NULL,
+                      const floating* bias_part=NULL) noexcept nogil:
     """Phase 2: thread ``tid``'s share of the gradient of a block of nb rows.
 
     ``grad W_l[r0:r1] (+)= scale * A_l[:, r0:r1]ᵀ @ delta_{l+1}`` and
-    ``grad b_l[c0:c1] (+)= scale * delta_{l+1}[:, c0:c1].sum(axis=0)``;
+    ``grad b_l[c0:c1] (+)= scale * delta_{l+1}[:, c0:c1].sum(axis=0)``
+    (with ``bias_part``, not accumulating: ``grad b_l[c0:c1] = scale *`` the
+    sum of phase 1's chunk sums, see :func:`_chunk_colsums`);
     with PReLU, ``grad a_l[c0:c1] (+)= scale * zsave_l[:, c0:c1].sum(axis=0)``
     (zsave holding the rows' terms left by phase 1). With ``csr``, X is
     sparse as in :func:`rows_forward_backward`.
@@ -1040,7 +1091,11 @@ cdef void params_grad(const Net* net, floating* grad, const floating* X,
                     fi, delta, fo, beta, grad + net.offsets[l] + r0 * fo, fo)
         c0 = _part(fo, tid, nt)
         c1 = _part(fo, tid + 1, nt)
-        if c1 > c0:
+        if c1 > c0 and bias_part != NULL:
+            _sum_chunks(grad + net.offsets[L + l] + c0,
+                        bias_part + net.offsets[L + l] - net.offsets[L] + c0,
+                        _n_quanta(nb), net.sum_units, c1 - c0, scale)
+        elif c1 > c0:
             colsum_i(grad + net.offsets[L + l] + c0, delta + c0, nb, c1 - c0,
                      fo, scale, accumulate)
     if net.slope_offset >= 0:
@@ -1383,13 +1438,16 @@ def train_workspace_size(units, Py_ssize_t rows, prelu=False, sparse=False):
     buffers for two shuffled batches, the one trained on and the next
     (X, Y, sample weight; no X with a ``sparse`` X), then room for one
     double per row (the per-row losses), 8-byte aligned; with ``prelu``,
-    then the hidden pre-activations (see :func:`_zsave_area`).
+    then the hidden pre-activations (see :func:`_zsave_area`); then the
+    per-chunk bias sums of :func:`_chunk_colsums` (all the biases' length
+    per SPLIT_QUANTUM rows).
     """
     L = len(units) - 1
     floats = rows * (2 * sum(int(u) for u in units[1:]) - int(units[L])
                      + 2 * ((0 if sparse else int(units[0])) + int(units[L]) + 1))
     if prelu:
         floats += rows * sum(int(u) for u in units[1:L])
+    floats += _n_quanta(rows) * sum(int(u) for u in units[1:])
     return floats + 2 * rows + 2
 
 
@@ -1762,6 +1820,7 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
     cdef const floating* swc
     cdef floating[::1] start_mv
     cdef int status
+    cdef floating* bias_part
 
     if n < 1:
         raise ValueError("train_epoch needs at least one sample")
@@ -1811,6 +1870,10 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
     acts = &work[0]
     rowloss = _train_layout(&net, acts, rows, xs, k, &deltas, &Xb, &Yb, &swb)
     zsave = <floating*>_zsave_area(&net, rowloss, rows)
+    # the per-chunk bias sums, after the losses and PReLU's area
+    bias_part = <floating*>(rowloss + rows)
+    if zsave != NULL:
+        bias_part = zsave + rows * (net.sum_units - net.units[net.n_layers])
     theta_p = &theta[0]
     grad_p = &grad[0]
     s1_p = &state_1[0]
@@ -1860,7 +1923,8 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
                     Yc = Y_p + start * k
                     swc = sw_p + start
                 rows_forward_backward(&net, theta_p, Xc, Yc, swc, r0, r1, acts,
-                                      deltas, rows, rowloss, zsave, start, csr_p)
+                                      deltas, rows, rowloss, zsave, start, csr_p,
+                                      bias_part)
                 if shuffled:
                     # until the last thread is done with its rows, gather
                     # the next batch's into the other slot
@@ -1884,7 +1948,7 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
                         break
                     params_grad(&net, grad_p, Xc, nb, acts, deltas, rows,
                                 <floating>(1.0 / sw_sum), False, tid, nt, zsave,
-                                start, csr_p)
+                                start, csr_p, bias_part)
                     lr_t = 0
                     if solver == SOLVER_ADAM:
                         t_local = t_local + 1
@@ -2065,6 +2129,7 @@ def batch_loss_grad(const floating[::1] theta, floating[::1] grad,
     cdef floating* Yb
     cdef floating* swb
     cdef double* rowloss
+    cdef floating* bias_part
     cdef const floating* theta_p
     cdef floating* grad_p
     cdef const floating* X_p
@@ -2089,9 +2154,11 @@ def batch_loss_grad(const floating[::1] theta, floating[::1] grad,
         if index[i] < 0 or index[i] >= n:
             raise ValueError("index holds a row out of range")
 
-    # the workspace laid out for nb rows, as train_epoch lays it out
+    # the workspace laid out for nb rows, as train_epoch lays it out (the
+    # bias gradients summed per chunk too: the same bits as its batches)
     acts = &work[0]
     rowloss = _train_layout(&net, acts, nb, nf, k, &deltas, &Xb, &Yb, &swb)
+    bias_part = <floating*>(rowloss + nb)
     theta_p = &theta[0]
     grad_p = &grad[0]
     X_p = &X[0, 0]
@@ -2108,10 +2175,11 @@ def batch_loss_grad(const floating[::1] theta, floating[::1] grad,
             r1 = _part_q(nb, tid + 1, nt)
             _gather_rows(index_p, r0, r1, X_p, Y_p, sw_p, nf, k, Xb, Yb, swb)
             rows_forward_backward(&net, theta_p, Xb, Yb, swb, r0, r1, acts,
-                                  deltas, nb, rowloss, <floating*>NULL)
+                                  deltas, nb, rowloss, <floating*>NULL, 0,
+                                  NULL, bias_part)
             cbp_barrier()
             params_grad(&net, grad_p, Xb, nb, acts, deltas, nb, fscale, False,
-                        tid, nt, <floating*>NULL)
+                        tid, nt, <floating*>NULL, 0, NULL, bias_part)
     _team_end(&team, nt)
     for i in range(nb):
         data_sum += rowloss[i]

@@ -277,6 +277,27 @@ def test_shuffled_epoch_equals_epoch_on_reordered_rows(dtype, batch):
     assert not np.array_equal(expected, theta0)
 
 
+@pytest.mark.parametrize("out", ["identity", "softmax"])
+@pytest.mark.parametrize("nt", [1, 2, 3])
+def test_epoch_step_follows_the_batch_gradient(nt, out):
+    """One sgd step of train_epoch over a batch of several 48-row chunks
+    (its bias gradients summed per chunk in phase 1) is theta - lr * the
+    gradient of loss_grad (its bias gradients summed row by row)."""
+    X, Y, sw, units, offsets, theta0 = _problem(out, np.float64, n=130)
+    units = np.asarray(units, np.intc)
+    _, expected_grad = _loss_grad(theta0, X, Y, sw, units, offsets, "tanh", out, 1e-3)
+    theta = theta0.copy()
+    s1 = np.zeros_like(theta)
+    work = np.empty(_core.train_workspace_size(units, 130))
+    _, _, done, status = _core.train_epoch(
+        theta, np.empty_like(theta), s1, s1, X, Y, sw, None, 130, units, offsets,
+        _core.HIDDEN_ACTIVATIONS["tanh"], _core.OUTPUT_ACTIVATIONS[out], 1e-3,
+        _core.SOLVERS["sgd"], 0.5, 0.0, False, 0.9, 0.999, 1e-8, np.zeros(1, np.intp),
+        work, nt)
+    assert done == 130 and status == _core.STATUS_OK
+    np.testing.assert_allclose(theta, theta0 - 0.5 * expected_grad, rtol=1e-12, atol=1e-14)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_epoch_keeps_its_start_and_flags_nonfinite_weights(dtype):
     X, Y, sw, units, offsets, theta0 = _problem("softmax", dtype, n=20)
