@@ -132,6 +132,10 @@ cdef extern from "_kernels.h" nogil:
     void cbp_logistic_backward_d(double* D, const double* A, Py_ssize_t size)
     void cbp_softmax_exp_f(float* z, Py_ssize_t k, float mx)
     void cbp_softmax_exp_d(double* z, Py_ssize_t k, double mx)
+    void cbp_outer_f(float* D, const float* d, const float* w, Py_ssize_t n,
+                     Py_ssize_t m)
+    void cbp_outer_d(double* D, const double* d, const double* w,
+                     Py_ssize_t n, Py_ssize_t m)
     void cbp_colsum_f(float* out, const float* D, Py_ssize_t n, Py_ssize_t m,
                       Py_ssize_t ld, float scale, bint accumulate)
     void cbp_colsum_d(double* out, const double* D, Py_ssize_t n,
@@ -1021,8 +1025,16 @@ cdef void rows_forward_backward(
         fo = net.units[l + 1]
         D = _at(net, deltas, rows, l) + r0 * fi
         # D = delta @ W_lᵀ
-        gemm_rm(False, True, m, fi, fo, 1, delta, fo,
-                theta + net.offsets[l], fo, 0, D, fi)
+        if fo == 1:
+            # one output (regression, binary): an outer product, the same
+            # bits as the GEMM, without its call and its pass clearing D
+            if floating is float:
+                cbp_outer_f(D, delta, theta + net.offsets[l], m, fi)
+            else:
+                cbp_outer_d(D, delta, theta + net.offsets[l], m, fi)
+        else:
+            gemm_rm(False, True, m, fi, fo, 1, delta, fo,
+                    theta + net.offsets[l], fo, 0, D, fi)
         if net.dropout != NULL and net.dropout[l - 1] > 0:
             dropout_backward_i(D, _at(net, acts, rows, l) + r0 * fi, m, fi,
                                net.hidden_act, <floating>net.act_param,

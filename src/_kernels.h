@@ -102,6 +102,17 @@ ATTR static void cbp_logistic_backward_##V##_##S(T *restrict D,              \
     for (ptrdiff_t i = 0; i < size; i++)                                      \
         D[i] = D[i] * (A[i] * ((T)1 - A[i]));                                 \
 }                                                                             \
+/* D[i, :m] = d[i] * w over n rows: a product of one column by one row,  \
+ * which a GEMM call would compute after clearing D (the same products) */ \
+ATTR static void cbp_outer_##V##_##S(T *restrict D, const T *restrict d,     \
+                                     const T *restrict w, ptrdiff_t n,        \
+                                     ptrdiff_t m) {                           \
+    for (ptrdiff_t i = 0; i < n; i++) {                                       \
+        T *restrict row = D + i * m;                                          \
+        for (ptrdiff_t j = 0; j < m; j++)                                     \
+            row[j] = d[i] * w[j];                                             \
+    }                                                                         \
+}                                                                             \
 /* out[:m] (+)= sum over the n rows, in order, of scale * D[i, :m] (row      \
  * stride ld) */                                                             \
 ATTR static void cbp_colsum_##V##_##S(T *restrict out, const T *restrict D,  \
@@ -208,6 +219,10 @@ static inline void cbp_tanh_backward_##S(T *D, const T *A, ptrdiff_t size) { \
 static inline void cbp_logistic_backward_##S(T *D, const T *A,               \
                                              ptrdiff_t size) {                \
     CBP_PICK(logistic_backward, S)(D, A, size);                               \
+}                                                                             \
+static inline void cbp_outer_##S(T *D, const T *d, const T *w, ptrdiff_t n, \
+                                 ptrdiff_t m) {                               \
+    CBP_PICK(outer, S)(D, d, w, n, m);                                        \
 }                                                                             \
 static inline void cbp_colsum_##S(T *out, const T *D, ptrdiff_t n,           \
                                   ptrdiff_t m, ptrdiff_t ld, T scale,         \
