@@ -319,6 +319,7 @@ def test_epoch_keeps_its_start_and_flags_nonfinite_weights(dtype):
     np.testing.assert_array_equal(start, theta0)
     # one batch whose loss is finite and whose step overflows the weights
     # (identity hidden units: gradients of the order of X)
+    start[:] = 7
     theta, status = epoch(float(np.finfo(dtype).max), start, scale=100)
     assert status == _core.STATUS_NONFINITE_PARAMS
     assert not np.isfinite(theta).all()
