@@ -944,15 +944,9 @@ cdef void _sum_chunks(floating* out, const floating* part, Py_ssize_t n_chunks,
                       Py_ssize_t stride, Py_ssize_t m,
                       floating scale) noexcept nogil:
     """``out[:m] = scale * (part[0] + part[1] + ...)``, the ``n_chunks``
-    vectors ``stride`` apart added in chunk order."""
-    cdef Py_ssize_t c, j
-    cdef const floating* p
-    for j in range(m):
-        out[j] = part[j]
-    for c in range(1, n_chunks):
-        p = part + c * stride
-        for j in range(m):
-            out[j] = out[j] + p[j]
+    vectors ``stride`` apart added in chunk order (a column sum of them)."""
+    cdef Py_ssize_t j
+    colsum_i(out, part, n_chunks, m, stride, 1, False)
     for j in range(m):
         out[j] = scale * out[j]
 
@@ -1455,11 +1449,12 @@ def train_workspace_size(units, Py_ssize_t rows, prelu=False, sparse=False):
     per SPLIT_QUANTUM rows).
     """
     L = len(units) - 1
-    floats = rows * (2 * sum(int(u) for u in units[1:]) - int(units[L])
+    sum_units = sum(int(u) for u in units[1:])
+    floats = rows * (2 * sum_units - int(units[L])
                      + 2 * ((0 if sparse else int(units[0])) + int(units[L]) + 1))
     if prelu:
-        floats += rows * sum(int(u) for u in units[1:L])
-    floats += _n_quanta(rows) * sum(int(u) for u in units[1:])
+        floats += rows * (sum_units - int(units[L]))
+    floats += _n_quanta(rows) * sum_units
     return floats + 2 * rows + 2
 
 
@@ -1551,6 +1546,16 @@ cdef void* _zsave_area(const Net* net, double* rowloss,
     if net.slope_offset < 0:
         return NULL
     return <void*>(rowloss + rows)
+
+
+cdef floating* _bias_part_area(const Net* net, double* rowloss,
+                               floating* zsave, Py_ssize_t rows) noexcept nogil:
+    """The per-chunk bias sums' area (see :func:`_chunk_colsums`): after
+    the per-row losses, and after PReLU's area ``zsave`` when there is one
+    (rows × hidden units)."""
+    if zsave != NULL:
+        return zsave + rows * (net.sum_units - net.units[net.n_layers])
+    return <floating*>(rowloss + rows)
 
 
 def loss_grad(floating[::1] theta, floating[::1] grad,
@@ -1882,10 +1887,7 @@ def train_epoch(floating[::1] theta, floating[::1] grad,
     acts = &work[0]
     rowloss = _train_layout(&net, acts, rows, xs, k, &deltas, &Xb, &Yb, &swb)
     zsave = <floating*>_zsave_area(&net, rowloss, rows)
-    # the per-chunk bias sums, after the losses and PReLU's area
-    bias_part = <floating*>(rowloss + rows)
-    if zsave != NULL:
-        bias_part = zsave + rows * (net.sum_units - net.units[net.n_layers])
+    bias_part = _bias_part_area(&net, rowloss, zsave, rows)
     theta_p = &theta[0]
     grad_p = &grad[0]
     s1_p = &state_1[0]
@@ -2170,7 +2172,7 @@ def batch_loss_grad(const floating[::1] theta, floating[::1] grad,
     # bias gradients summed per chunk too: the same bits as its batches)
     acts = &work[0]
     rowloss = _train_layout(&net, acts, nb, nf, k, &deltas, &Xb, &Yb, &swb)
-    bias_part = <floating*>(rowloss + nb)
+    bias_part = _bias_part_area(&net, rowloss, <floating*>NULL, nb)
     theta_p = &theta[0]
     grad_p = &grad[0]
     X_p = &X[0, 0]
