@@ -1385,8 +1385,9 @@ _CLASS_DOC_PARAMS = """
         Number of threads the core splits each batch over (OpenMP; BLAS is
         kept single-threaded inside them). None uses all the threads
         OpenMP offers (``OMP_NUM_THREADS`` or the number of cores), -1 as
-        well, -2 all but one; ``OMP_THREAD_LIMIT`` caps it. The result
-        does not depend on it. Not in scikit-learn, whose MLP uses BLAS's
+        well, -2 all but one; ``OMP_THREAD_LIMIT`` caps it. The same
+        n_jobs gives the same bits; other values agree to rounding (bit for
+        bit on many BLAS kernels). Not in scikit-learn, whose MLP uses BLAS's
         threads. With ``comm``, None gives each rank its node's cores
         divided by the node's ranks.
 

@@ -364,7 +364,16 @@ cdef inline Py_ssize_t _part_q(Py_ssize_t n, int tid, int nt) noexcept nogil:
     other instructions (FMA or not), so a row's result can depend on
     where a call starts; splitting only at common multiples of the tile
     sizes makes every row's arithmetic, and so the trained weights,
-    independent of the thread count. Only rows are split this way: a
+    independent of the thread count on kernels that choose their code by
+    position only (OpenBLAS's Haswell, Zen, Sandybridge). Kernels that
+    choose by the call's shape (OpenBLAS's SkylakeX small-matrix and
+    direct sgemm paths, taken below a size in M*N*K) round a row
+    differently when the share holding it has another size: there the
+    weights agree across thread counts to rounding only. One call per
+    SPLIT_QUANTUM-row block would give the same bits everywhere, but
+    packs the weights again for every block: +14-16% of an MNIST epoch's
+    time with one thread (measured), so shares are one call each.
+    Only rows are split this way: a
     GEMM's output columns (the column-major M dimension) computed in two
     calls do not give the same bits as one call, even when cut at
     multiples of 48 (OpenBLAS's Haswell sgemm), so no share splits them.
@@ -1142,8 +1151,9 @@ cdef Py_ssize_t _block_share(const Net* net, int tid, int nt) noexcept nogil:
     step). Threads take consecutive blocks of about equal total cost, so
     that a narrow input layer or a thin output layer does not leave one
     thread most of the work, as an even split of each layer's rows would.
-    A block's arithmetic does not depend on which thread computes it, so
-    the weights do not depend on ``nt``.
+    A thread's run of blocks in a layer is one gradient GEMM, so, as for
+    the rows of phase 1 (see :func:`_part_q`), the weights depend on
+    ``nt`` only where BLAS picks its kernel by the call's shape.
     """
     cdef int L = net.n_layers
     cdef int l

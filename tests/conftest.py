@@ -1,7 +1,6 @@
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
@@ -33,10 +32,6 @@ def pytest_report_header(config):
     import cbp
 
     return f"cbp {cbp.__version__} from {_cbp_dir()}"
-
-
-#: relative tolerance per dtype for comparisons against numpy/scikit-learn
-RTOL = {np.float32: 1e-5, np.float64: 1e-12}
 
 
 @pytest.fixture
