@@ -811,7 +811,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
                 )
             data, penalty = _core.loss_grad(
                 theta, grad, X, Y, sw, units, offsets, hidden_act, out_act,
-                alpha, work, rows, n_threads,
+                alpha, work, rows, n_threads, **options,
             )
             self.loss_ = self._reported_loss(data, penalty)
             raise ValueError(

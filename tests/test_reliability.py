@@ -461,6 +461,34 @@ def test_lbfgs_with_nonfinite_initial_loss_raises_and_keeps_initial_weights():
     assert all(np.isfinite(p).all() for p in _params(reg))
 
 
+@pytest.mark.parametrize("sparse", [False, True])
+def test_lbfgs_divergence_reports_the_kept_point_with_the_fits_options(monkeypatch, sparse):
+    """When L-BFGS-B ends on a non-finite point, the kept point's loss is
+    computed again with every option of the fit (sparse X, leaky_relu's
+    slope): before, that call left them out, so a sparse fit raised "X
+    (dense) or X_csr (sparse) is needed" and a dense one reported the loss
+    under the default slope."""
+    import scipy.optimize
+    import scipy.sparse
+
+    X, _, y = _data(100, 5)
+    X = scipy.sparse.csr_matrix(X) if sparse else X
+    start_loss = []
+
+    def ends_on_nan(fun, x0, **kwargs):
+        start_loss.append(fun(x0)[0])
+        return scipy.optimize.OptimizeResult(x=np.full_like(x0, np.nan), nit=1,
+                                             status=0, success=True, message="")
+
+    monkeypatch.setattr(scipy.optimize, "minimize", ends_on_nan)
+    reg = MLPRegressor(solver="lbfgs", activation="leaky_relu", leaky_relu_slope=0.3,
+                       random_state=0)
+    with pytest.raises(ValueError, match="diverged|non-finite"):
+        reg.fit(X, y)
+    assert all(np.isfinite(p).all() for p in _params(reg))
+    assert reg.loss_ == pytest.approx(start_loss[0], rel=1e-12)
+
+
 def test_lbfgs_nonfinite_loss_midway_never_leaves_nonfinite_weights(monkeypatch):
     """Fault injection: past some evaluations, every new point has a NaN loss
     and gradient (the old points keep theirs, as a real loss would).
