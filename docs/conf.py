@@ -184,6 +184,27 @@ toc_object_entries_show_parents = "hide"
 html_static_path = []
 html_show_sourcelink = False
 
+# -- Plots redrawn when their scripts or data change -------------------------
+
+_PLOT = re.compile(r"^\s*\.\. plot:: (\S+\.py)\s*$", re.MULTILINE)
+# files a plot script reads, relative to docs/
+PLOT_DATA = {"benchmarks/charts.py": ["benchmarks/results.json"]}
+
+
+def _note_plot_dependencies(app, docname, source):
+    """Make a page that draws a plot depend on the script and its data.
+
+    The plot directive runs its script only when the page is read again,
+    and Sphinx reads a page again only when one of its dependencies
+    changed: without this, an incremental build kept the old figure of an
+    edited script. (A new ``results.json`` makes the page be read again,
+    but the directive redraws only a script newer than its figure.)
+    """
+    for script in _PLOT.findall(source[0]):
+        for path in [script, *PLOT_DATA.get(script, [])]:
+            app.env.note_dependency(str(DOCS / path))
+
+
 # -- An include that tolerates a missing file ------------------------------
 
 
@@ -213,6 +234,7 @@ class OptionalInclude(Include):
 def setup(app):
     _mathjax_es5()  # fail at the start of the build, not after it
     app.connect("build-finished", _copy_mathjax)
+    app.connect("source-read", _note_plot_dependencies)
     directives.register_directive("optional-include", OptionalInclude)
     # before numpydoc's handler (priority 500), which returns the docstring's
     # first line, the dispatcher's signature, and so would win
