@@ -3,8 +3,9 @@
 
 The unit is seconds per epoch of Adam training with mini-batches of 200 samples
 (see ``benchmarks/README.md``).  Libraries alternate round by round and the
-best of ``--rounds`` rounds is kept.  The results are printed as plain text and
-written as reStructuredText to ``--output``.
+best of ``--rounds`` rounds is kept.  The results are printed as plain text,
+written as reStructuredText to ``--output`` and as JSON to ``--json`` (the
+documentation draws its performance charts from the JSON).
 
 Run ``python benchmarks/run.py --help`` for the options.
 """
@@ -32,6 +33,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MNIST = REPO_ROOT.parent / "shared" / "data" / "mnist.npz"
 DEFAULT_OUTPUT = REPO_ROOT / "docs" / "benchmarks" / "results.rst"
+DEFAULT_JSON = REPO_ROOT / "docs" / "benchmarks" / "results.json"
 
 # The training protocol shared by every library.
 BATCH_SIZE = 200
@@ -765,7 +767,8 @@ def parse_args(argv=None):
                         "../shared/data/mnist.npz from the repository root)")
     parser.add_argument("--output", default=str(DEFAULT_OUTPUT),
                         help="reStructuredText output file ('-' to skip)")
-    parser.add_argument("--json", default=None, help="also write the results as JSON")
+    parser.add_argument("--json", default=str(DEFAULT_JSON),
+                        help="JSON output file, read by the docs' charts ('-' to skip)")
     parser.add_argument("--peer-as-cbp", action="store_true",
                         help="debugging: use scikit-learn's estimators in place of cbp")
     args = parser.parse_args(argv)
@@ -840,17 +843,21 @@ def run_benchmarks(args):
 
 
 def write_outputs(results, args):
-    """Write the rst report and, if asked, the JSON results."""
+    """Write the rst report and the JSON results (each unless its path is '-')."""
     if args.output != "-":
         output = Path(args.output)
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(render_rst(results))
         print(f"\nwrote {output}")
-    if args.json:
-        serialisable = dict(results)
+    if args.json != "-":
+        serialisable = {"source": f"python benchmarks/run.py, {results['machine']['date']}"}
+        serialisable.update(results)
         for key in ("train", "predict"):
             serialisable[key] = [asdict(r) for r in results[key]]
-        Path(args.json).write_text(json.dumps(serialisable, indent=2))
+        output = Path(args.json)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(serialisable, indent=2, ensure_ascii=False) + "\n")
+        print(f"wrote {output}")
 
 
 def main(argv=None):

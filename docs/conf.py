@@ -6,16 +6,15 @@ Build (cbp must be installed, the compiled core included)::
     sphinx-build -W -b html docs docs/_build/html
     sphinx-build -W -b doctest docs docs/_build/doctest
 
-Equations are rendered to images by ``sphinx.ext.imgmath`` when LaTeX
-and dvipng (with the LaTeX packages imgmath needs) are installed, so the
-pages need no network; otherwise by MathJax in the browser.
+Equations are typeset in the browser by MathJax, from a copy that the
+``django-static-mathjax`` package (a ``docs`` dependency) ships and the
+build puts under ``_static/mathjax``: the pages load no script from the
+network and read offline. ``docs/check_offline_math.py`` checks that.
 """
 
 import inspect
 import re
-import os
 import shutil
-import subprocess
 from pathlib import Path
 
 from docutils.parsers.rst import directives
@@ -36,36 +35,63 @@ version = ".".join(release.split(".")[:2])
 # -- Extensions ------------------------------------------------------------
 
 
-def _latex_ok():
-    """True when imgmath can render: latex, dvipng and its LaTeX packages."""
-    if not (shutil.which("latex") and shutil.which("dvipng")):
-        return False
-    if not shutil.which("kpsewhich"):
-        return False
-    for sty in ("amsmath.sty", "amssymb.sty", "anyfontsize.sty", "bm.sty", "preview.sty"):
-        found = subprocess.run(["kpsewhich", sty], capture_output=True, text=True)
-        if not found.stdout.strip():
-            return False
-    return True
-
-
-_math = os.environ.get("CBP_DOCS_MATH", "auto")
-if _math == "auto":
-    _math = "imgmath" if _latex_ok() else "mathjax"
-if _math not in ("imgmath", "mathjax"):
-    raise ValueError(f"CBP_DOCS_MATH must be auto, imgmath or mathjax, not {_math!r}")
-
 extensions = [
     "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
     "sphinx.ext.doctest",
-    f"sphinx.ext.{_math}",
+    "sphinx.ext.mathjax",
     "numpydoc",
     "matplotlib.sphinxext.plot_directive",
 ]
 
-imgmath_image_format = "png"
-imgmath_font_size = 14
-imgmath_dvipng_args = ["-gamma", "1.5", "-D", "130", "-bg", "Transparent"]
+# -- Math: MathJax from a local copy ---------------------------------------
+
+# MathJax's SVG output draws every glyph as a path, so no web font has to
+# be fetched (browsers refuse fonts from file:// pages).
+MATHJAX_COMPONENT = "tex-svg.js"
+mathjax_path = f"mathjax/{MATHJAX_COMPONENT}"
+
+
+def _mathjax_es5():
+    """The directory of MathJax's browser components in django-static-mathjax."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("mathjax")
+    es5 = None
+    if spec is not None and spec.submodule_search_locations:
+        es5 = Path(list(spec.submodule_search_locations)[0]) / "static" / "mathjax" / "es5"
+    if es5 is None or not (es5 / MATHJAX_COMPONENT).is_file():
+        raise RuntimeError(
+            "MathJax is not installed: the docs need the django-static-mathjax "
+            "package, which ships MathJax's files (pip install \".[docs]\")"
+        )
+    return es5
+
+
+def _skip_unused_mathjax(directory, names):
+    """Leave out the other bundled components and the CHTML output's fonts.
+
+    Only ``tex-svg.js`` and what it loads on demand (TeX extensions,
+    the menu, the accessibility tools) are used.
+    """
+    here = Path(directory)
+    skipped = set()
+    for name in names:
+        path = here / name
+        if path.parent.name == "es5" and path.suffix == ".js" and name != MATHJAX_COMPONENT:
+            skipped.add(name)
+        elif path.parent.name == "output" and name.startswith("chtml"):
+            skipped.add(name)
+    return skipped
+
+
+def _copy_mathjax(app, exception):
+    """Copy MathJax into the HTML output's ``_static/mathjax``."""
+    if exception is not None or app.builder.format != "html":
+        return
+    shutil.copytree(_mathjax_es5(), Path(app.outdir) / "_static" / "mathjax",
+                    ignore=_skip_unused_mathjax, dirs_exist_ok=True)
+
 
 templates_path = []
 exclude_patterns = [
@@ -78,8 +104,11 @@ exclude_patterns = [
 
 autodoc_default_options = {"member-order": "bysource"}
 autodoc_typehints = "none"
+# the API pages list the methods in an autosummary table of their own,
+# so that scikit-learn's metadata-routing helpers do not crowd it
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
+autosummary_generate = False
 numpydoc_xref_param_type = False
 
 
@@ -140,12 +169,41 @@ html_title = f"cbp {release}"
 html_theme_options = {
     "navigation_with_keys": False,
     "show_toc_level": 2,
+    "show_nav_level": 2,
     "secondary_sidebar_items": ["page-toc"],
     "footer_start": ["copyright"],
     "footer_end": ["sphinx-version"],
 }
+# The left sidebar lists the pages of the current section; the top-level
+# pages and the one-page Examples section have none, and an empty column
+# would only narrow the text and make code blocks scroll.
+html_sidebars = {"*": [], "examples/index": []}
+# the right sidebar's contents: "fit()" rather than "MLPClassifier.fit()",
+# which the narrow column cut off
+toc_object_entries_show_parents = "hide"
 html_static_path = []
 html_show_sourcelink = False
+
+# -- Plots redrawn when their scripts or data change -------------------------
+
+_PLOT = re.compile(r"^\s*\.\. plot:: (\S+\.py)\s*$", re.MULTILINE)
+# files a plot script reads, relative to docs/
+PLOT_DATA = {"benchmarks/charts.py": ["benchmarks/results.json"]}
+
+
+def _note_plot_dependencies(app, docname, source):
+    """Make a page that draws a plot depend on the script and its data.
+
+    The plot directive runs its script only when the page is read again,
+    and Sphinx reads a page again only when one of its dependencies
+    changed: without this, an incremental build kept the old figure of an
+    edited script. (A new ``results.json`` makes the page be read again,
+    but the directive redraws only a script newer than its figure.)
+    """
+    for script in _PLOT.findall(source[0]):
+        for path in [script, *PLOT_DATA.get(script, [])]:
+            app.env.note_dependency(str(DOCS / path))
+
 
 # -- An include that tolerates a missing file ------------------------------
 
@@ -174,6 +232,9 @@ class OptionalInclude(Include):
 
 
 def setup(app):
+    _mathjax_es5()  # fail at the start of the build, not after it
+    app.connect("build-finished", _copy_mathjax)
+    app.connect("source-read", _note_plot_dependencies)
     directives.register_directive("optional-include", OptionalInclude)
     # before numpydoc's handler (priority 500), which returns the docstring's
     # first line, the dispatcher's signature, and so would win
