@@ -487,7 +487,10 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             del self.prelu_slopes_
 
     def __getstate__(self):
-        state = super().__getstate__()
+        # a copy: on Python >= 3.11 the default state is the live __dict__,
+        # and copy.copy (scikit-learn's callbacks) or a pickle taken during
+        # fit must not take the flat vector from the estimator
+        state = dict(super().__getstate__())
         # coefs_ and intercepts_ are pickled; the flat vector is rebuilt
         state.pop("_theta", None)
         state.pop("_layout_cache", None)
