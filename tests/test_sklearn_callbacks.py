@@ -1,11 +1,14 @@
 """scikit-learn's callback API (``set_callbacks``) and ``validation_loss_curve_``."""
 
+import os
 import pickle
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -216,6 +219,42 @@ def test_data_parallel_fit_runs_the_callbacks():
     # the stop asked by a callback is agreed by the ranks
     assert clf.n_iter_ == 4
     assert len(_epoch_rows(monitor.get_logs(), "epoch")) == 4
+
+
+_TWO_RANKS_STOP = """
+import numpy as np
+from mpi4py import MPI
+from cbp import MLPClassifier
+
+comm = MPI.COMM_WORLD
+rank = comm.Get_rank()
+rng = np.random.RandomState(rank)
+X = rng.normal(size=(80, 4))
+y = (X[:, 0] > 0).astype(int)
+# only rank 0 asks to stop, after epoch 2
+stop = [lambda est, info: info["epoch"] == 2] if rank == 0 else []
+clf = MLPClassifier((5,), max_iter=6, tol=0.0, random_state=0, comm=comm,
+                    callbacks=stop).fit(X, y)
+print(f"rank {rank}: n_iter_={clf.n_iter_}", flush=True)
+"""
+
+
+def test_two_ranks_stop_together_when_one_asks(tmp_path):
+    pytest.importorskip("mpi4py.MPI")
+    mpiexec = shutil.which("mpiexec", path=str(Path(sys.executable).parent))
+    mpiexec = mpiexec or shutil.which("mpiexec")
+    if mpiexec is None:
+        pytest.skip("no mpiexec beside the Python executable or on PATH")
+    script = tmp_path / "stop.py"
+    script.write_text(_TWO_RANKS_STOP)
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    # without the agreement rank 1 would wait for rank 0 in epoch 3: the
+    # timeout turns that hang into a failure
+    proc = subprocess.run([mpiexec, "-n", "2", sys.executable, str(script)],
+                          capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for rank in (0, 1):
+        assert f"rank {rank}: n_iter_=2" in proc.stdout
 
 
 # ---------------------------------------------------------------------------
