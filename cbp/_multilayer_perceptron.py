@@ -1082,6 +1082,9 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
         if early_stopping:
             val_score = self._score(X, y, sample_weight=sample_weight)
             self.validation_scores_.append(val_score)
+            if getattr(self, "validation_loss_curve_", None) is None:
+                # a warm start from an estimator unpickled from a cbp without it
+                self.validation_loss_curve_ = []
             self.validation_loss_curve_.append(validation_loss())
             last_valid_score = self.validation_scores_[-1]
             if last_valid_score < (self.best_validation_score_ + self.tol):

@@ -495,3 +495,13 @@ def test_validation_loss_curve_only_with_early_stopping(digits):
     lbfgs = _quiet(MLPClassifier((8,), solver="lbfgs", max_iter=3).fit, X, y)
     assert not hasattr(lbfgs, "validation_loss_curve_")
     assert not hasattr(lbfgs, "validation_scores_")
+
+
+def test_warm_start_from_an_estimator_without_the_curve(digits):
+    X, y = digits
+    clf = _quiet(MLPClassifier((8,), max_iter=2, early_stopping=True,
+                               warm_start=True, random_state=0).fit, X, y)
+    del clf.validation_loss_curve_  # as unpickled from a cbp without it
+    _quiet(clf.fit, X, y)
+    assert len(clf.validation_loss_curve_) == 2
+    assert len(clf.validation_scores_) == 4
