@@ -41,6 +41,7 @@ from threadpoolctl import ThreadpoolController
 
 from . import _core, _distributed
 from ._progress import _EpochFeedback
+from ._sklearn_callbacks import _CallbackSupport, fit_tasks
 
 _STOCHASTIC_SOLVERS = ("sgd", "adam", "rmsprop")
 
@@ -299,7 +300,7 @@ class _StochasticOptimizer:
         return False
 
 
-class BaseMultilayerPerceptron(BaseEstimator, ABC):
+class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
     """Base class for MLP classification and regression.
 
     Warning: This class should not be used directly. Use
@@ -487,7 +488,10 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             del self.prelu_slopes_
 
     def __getstate__(self):
-        state = super().__getstate__()
+        # a copy: on Python >= 3.11 the default state is the live __dict__,
+        # and copy.copy (scikit-learn's callbacks) or a pickle taken during
+        # fit must not take the flat vector from the estimator
+        state = dict(super().__getstate__())
         # coefs_ and intercepts_ are pickled; the flat vector is rebuilt
         state.pop("_theta", None)
         state.pop("_layout_cache", None)
@@ -531,11 +535,13 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             self._no_improvement_count = 0
             if self.early_stopping:
                 self.validation_scores_ = []
+                self.validation_loss_curve_ = []
                 self.best_validation_score_ = -np.inf
                 self.best_loss_ = None
             else:
                 self.best_loss_ = np.inf
                 self.validation_scores_ = None
+                self.validation_loss_curve_ = None
                 self.best_validation_score_ = None
 
     def _init_coef(self, fan_in, fan_out, dtype):
@@ -614,6 +620,8 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         return data_loss + penalty
 
     def _fit(self, X, y, sample_weight=None, incremental=False):
+        # scikit-learn's callbacks see the data as given
+        tasks = fit_tasks(self, X, y, sample_weight, incremental)
         hidden_layer_sizes = self.hidden_layer_sizes
         if not hasattr(hidden_layer_sizes, "__iter__"):
             hidden_layer_sizes = [hidden_layer_sizes]
@@ -683,9 +691,11 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
 
         with _SingleThreadedBLAS():
             if self.solver in _STOCHASTIC_SOLVERS:
-                self._fit_stochastic(X, Y, sw, sample_weight is not None, incremental)
+                self._fit_stochastic(
+                    X, Y, sw, sample_weight is not None, incremental, tasks
+                )
             else:
-                self._fit_lbfgs(X, Y, sw)
+                self._fit_lbfgs(X, Y, sw, tasks)
 
         theta = self._theta
         if not np.isfinite(theta).all():
@@ -693,6 +703,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
                 "Solver produced non-finite parameter weights. The input data may"
                 " contain large values and need to be preprocessed."
             )
+        tasks.end()
         return self
 
     def _check_distributable(self):
@@ -736,7 +747,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         _distributed.agree(self.comm, error)
         return result
 
-    def _fit_lbfgs(self, X, Y, sw):
+    def _fit_lbfgs(self, X, Y, sw, tasks):
         theta = self._theta
         units, offsets, hidden_act, out_act = self._core_args()
         layout = self._layout()
@@ -772,10 +783,17 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
                 best_theta[:] = theta
             return loss, grad.astype(np.float64)
 
+        # where a scikit-learn callback asked to stop
+        stopped_at = []
+
         def count_iteration(xk):
             n_iter[0] += 1
+            if tasks.lbfgs_iteration(xk):
+                stopped_at.append(np.array(xk, copy=True))
+                raise StopIteration
 
         interrupted = False
+        tasks.lbfgs_begin(theta)
         try:
             opt_res = scipy.optimize.minimize(
                 loss_grad,
@@ -790,10 +808,16 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
                 },
             )
             theta[:] = opt_res.x
+        except StopIteration:
+            pass  # scipy < 1.11 lets the callback's StopIteration through
         except KeyboardInterrupt:
             interrupted = True
             theta[:] = best_theta
             warnings.warn("Training interrupted by user.")
+        finally:
+            tasks.close_subtask()
+        if stopped_at:
+            theta[:] = stopped_at[0]
         data, penalty = _core.loss_grad(
             theta, grad, X, Y, sw, units, offsets, hidden_act, out_act, alpha,
             work, rows, n_threads, **options,
@@ -820,7 +844,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
                 "loss were kept. Scale the input data (and the regression "
                 "targets)."
             )
-        if interrupted:
+        if interrupted or stopped_at:
             self.n_iter_ = min(n_iter[0], self.max_iter)
         else:
             self.n_iter_ = _check_optimize_result(opt_res, self.max_iter)
@@ -829,7 +853,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         if self.verbose:
             print("L-BFGS-B: %d iterations, loss = %.8f" % (self.n_iter_, self.loss_))
 
-    def _fit_stochastic(self, X, Y, sw, weighted, incremental):
+    def _fit_stochastic(self, X, Y, sw, weighted, incremental, tasks):
         theta = self._theta
         dtype = theta.dtype
         n_params = theta.shape[0]
@@ -871,11 +895,12 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
                 y_val = self._label_binarizer.inverse_transform(Y_val)
             else:
                 y_val = Y_val if Y_val.shape[1] > 1 else Y_val.ravel()
+            validation_loss = _HeldOutLoss(self, X_val, Y_val, sw_val)
             if not weighted:
                 sw_val = None
         else:
             X_train, Y_train, sw_train = X, Y, sw
-            X_val = y_val = sw_val = None
+            X_val = y_val = sw_val = validation_loss = None
 
         n_samples = X_train.shape[0]
         data_parallel = None
@@ -930,6 +955,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
                     order = sample_idx
                 else:
                     order = None
+                tasks.epoch_begin()
                 if data_parallel is not None:
                     epoch_start[:] = theta
                     sum_data, sum_penalty, status = data_parallel.epoch(
@@ -973,10 +999,19 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
                 self.t_ += n_samples
                 self.loss_curve_.append(self.loss_)
 
-                self._update_no_improvement_count(early_stopping, X_val, y_val, sw_val)
+                self._update_no_improvement_count(
+                    early_stopping, X_val, y_val, sw_val, validation_loss
+                )
                 optimizer.iteration_ends(self.t_)
-                # progress line and callbacks (a callback returning True stops)
-                if feedback.active and feedback.epoch_end(optimizer.learning_rate):
+                # progress line and callbacks (a callback returning True
+                # stops), then scikit-learn's callbacks (the same)
+                stop = feedback.active and feedback.epoch_end(optimizer.learning_rate)
+                stop = tasks.epoch_end() or stop
+                if data_parallel is not None:
+                    # the callbacks run on every rank; a stop asked on any
+                    # rank stops all after this epoch (none is left waiting)
+                    stop = self.comm.allreduce(int(bool(stop))) > 0
+                if stop:
                     break
 
                 if self._no_improvement_count > self.n_iter_no_change:
@@ -1011,6 +1046,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             warnings.warn("Training interrupted by user.")
         finally:
             feedback.newline()
+            tasks.close_subtask()
 
         if early_stopping and getattr(self, "_best_theta", None) is not None:
             theta[:] = self._best_theta
@@ -1040,10 +1076,16 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             )
         return data_parallel
 
-    def _update_no_improvement_count(self, early_stopping, X, y, sample_weight):
+    def _update_no_improvement_count(
+        self, early_stopping, X, y, sample_weight, validation_loss=None
+    ):
         if early_stopping:
             val_score = self._score(X, y, sample_weight=sample_weight)
             self.validation_scores_.append(val_score)
+            if getattr(self, "validation_loss_curve_", None) is None:
+                # a warm start from an estimator unpickled from a cbp without it
+                self.validation_loss_curve_ = []
+            self.validation_loss_curve_.append(validation_loss())
             last_valid_score = self.validation_scores_[-1]
             if last_valid_score < (self.best_validation_score_ + self.tol):
                 self._no_improvement_count += 1
@@ -1263,6 +1305,50 @@ def _core_input(X, dtype):
     return None, {"X_csr": csr}
 
 
+class _HeldOutLoss:
+    """The loss of the estimator's current weights on held-out rows.
+
+    The rows' loss as the core defines each batch's (and lbfgs's) loss:
+    ``sum_i sw_i * loss_i / sw_sum + 0.5 * alpha * ||W||² / sw_sum``,
+    reported as ``loss_`` is (:meth:`BaseMultilayerPerceptron._reported_loss`),
+    computed by the core's :func:`~cbp._core.loss_grad` on the whole
+    network (no dropout). The buffers are allocated once per fit.
+    """
+
+    def __init__(self, est, X, Y, sw):
+        theta = est._theta
+        layout = est._layout()
+        self.est = est
+        self.X, x_csr = _core_input(X, theta.dtype)
+        self.Y = np.ascontiguousarray(Y, dtype=theta.dtype)
+        self.sw = np.ascontiguousarray(sw, dtype=theta.dtype)
+        self.weightless = not self.sw.any()
+        sparse = self.X is None
+        width = _core.train_workspace_size(layout.units, 1, prelu=layout.prelu,
+                                           sparse=sparse)
+        self.rows = _block_rows(self.Y.shape[0], width)
+        self.work = np.empty(
+            _core.train_workspace_size(layout.units, self.rows, prelu=layout.prelu,
+                                       sparse=sparse),
+            dtype=theta.dtype,
+        )
+        # loss_grad also returns the gradient: a buffer it writes, unused
+        self.grad = np.empty_like(theta)
+        self.args = est._core_args()
+        self.alpha = float(est.alpha)
+        self.n_threads = _n_threads(est.n_jobs)
+        self.options = {**est._core_options(), **est._loss_options(), **x_csr}
+
+    def __call__(self):
+        if self.weightless:
+            return np.nan  # rows that all weigh 0 have no mean loss
+        data, penalty = _core.loss_grad(
+            self.est._theta, self.grad, self.X, self.Y, self.sw, *self.args,
+            self.alpha, self.work, self.rows, self.n_threads, **self.options,
+        )
+        return self.est._reported_loss(data, penalty)
+
+
 def _check_optimize_result(result, max_iter):
     """Warn when L-BFGS-B did not converge; return its iteration count."""
     if result.status != 0:
@@ -1404,7 +1490,8 @@ _CLASS_DOC_PARAMS = """
         no epochs and refuses callbacks. Like every parameter, the list is
         deep-copied by :func:`sklearn.clone` (and so inside GridSearchCV or
         cross_val_score): a callback that is a bound method then works on a
-        copy of its object. Not in scikit-learn.
+        copy of its object. Not in scikit-learn. scikit-learn's callback
+        API (scikit-learn >= 1.9) is set with ``set_callbacks`` instead.
 
     comm : mpi4py.MPI.Comm or None, default=None
         Train data-parallel over the ranks of this MPI communicator
@@ -1462,6 +1549,19 @@ _CLASS_DOC_ATTRS = """
 
     validation_scores_ : list of float or None
         Validation score after each epoch with early stopping, else None.
+
+    validation_loss_curve_ : list of float or None
+        With early stopping, the loss on the held-out validation rows after
+        each epoch (with the epoch's final weights, the whole network: no
+        dropout), else None; like ``validation_scores_``, set by the
+        stochastic solvers only. The same loss as ``loss_curve_``: each
+        row's loss weighted by its sample weight (class weights included),
+        reported as ``loss_`` is, plus the L2 penalty as each training
+        batch has it, ``0.5 * alpha * ||W||² / sw_sum`` with sw_sum the
+        rows' weight sum (here the validation rows', there the batch's).
+        With ``alpha=0`` and no dropout the two curves compare directly
+        (``loss_curve_`` averages the epoch's batches while the weights
+        move). Not in scikit-learn.
 
     best_validation_score_ : float or None
         Best validation score with early stopping, else None.
