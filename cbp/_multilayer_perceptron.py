@@ -37,6 +37,7 @@ from sklearn.utils.validation import (
     check_is_fitted,
     validate_data,
 )
+import threadpoolctl
 from threadpoolctl import ThreadpoolController
 
 from . import _core, _distributed
@@ -56,6 +57,9 @@ _PACK_LOCK = threading.Lock()
 _BLOCK_ELEMENTS = 1 << 19
 _MIN_BLOCK_ROWS = 256
 _MAX_BLOCK_ROWS = 8192
+# Bound of |n_jobs|: more threads than any shared-memory machine has CPUs
+# (the threads used are capped by the CPUs anyway, see _n_threads).
+_MAX_N_JOBS = 2**16
 # The core addresses all weights with 32-bit BLAS sizes.
 _MAX_WEIGHTS = 2**31 - 1
 
@@ -65,16 +69,51 @@ class _SingleThreadedBLAS:
 
     The core splits each batch over its own OpenMP threads and calls BLAS
     from each of them; a multithreaded BLAS inside would oversubscribe the
-    cores. Entries are counted under a lock so that concurrent fits and
-    predictions from several Python threads restore the BLAS thread count
-    only when the last of them leaves. A serial (no OpenMP) build leaves
-    BLAS its threads.
+    cores. The limit is process-wide and counted: the first context entered
+    (from any Python thread) sets it, the last one left restores the
+    limits found by the first, whichever threads these are, and whatever
+    ends the block (an exception, KeyboardInterrupt). A serial (no OpenMP)
+    build leaves BLAS its threads.
+
+    threadpoolctl lets only one thread at a time change a process-wide
+    OpenBLAS pool (the "controlling thread") and silently ignores the
+    others, so a restore from a thread other than the one that set the
+    limit would be dropped and BLAS would stay at one thread for good.
+    Every change here is therefore made under the class lock, with the
+    controlling thread cleared before (so this thread takes control) and
+    after (so no thread keeps it, and the user's own ``threadpool_limits``
+    from any thread keeps working).
     """
 
     _lock = threading.Lock()
     _depth = 0
     _limiter = None
     _controller = None
+
+    @staticmethod
+    def _release_blas_control():
+        # absent before threadpoolctl 3.6, whose OpenBLAS limits are not
+        # tied to a thread
+        clear = getattr(threadpoolctl.OpenBLASController, "clear_controlling_thread", None)
+        if clear is not None:
+            clear(force=True)
+
+    @classmethod
+    def _restore(cls):
+        """Restore the saved limits (called with the lock held)."""
+        interrupted = None
+        while cls._limiter is not None:
+            # a KeyboardInterrupt in the middle would leave some library at
+            # one thread: finish the restore, then raise it
+            try:
+                cls._release_blas_control()
+                cls._limiter.restore_original_limits()
+                cls._release_blas_control()
+                cls._limiter = None
+            except KeyboardInterrupt as exc:
+                interrupted = exc
+        if interrupted is not None:
+            raise interrupted
 
     def __enter__(self):
         if not _core.openmp_enabled():
@@ -84,7 +123,18 @@ class _SingleThreadedBLAS:
             if cls._depth == 0:
                 if cls._controller is None:
                     cls._controller = ThreadpoolController()
-                cls._limiter = cls._controller.limit(limits=1, user_api="blas")
+                if cls._limiter is not None:
+                    # left set by an enter interrupted before it counted
+                    cls._restore()
+                try:
+                    cls._release_blas_control()
+                    cls._limiter = cls._controller.limit(limits=1, user_api="blas")
+                    cls._release_blas_control()
+                except BaseException:
+                    # limits set before the failure are restored, if any
+                    if cls._limiter is not None:
+                        cls._restore()
+                    raise
             cls._depth += 1
         return self
 
@@ -95,8 +145,7 @@ class _SingleThreadedBLAS:
         with cls._lock:
             cls._depth -= 1
             if cls._depth == 0:
-                cls._limiter.restore_original_limits()
-                cls._limiter = None
+                cls._restore()
         return False
 
 
@@ -138,8 +187,9 @@ class _LayerWidths(Options):
 def _n_threads(n_jobs):
     """OpenMP threads for ``n_jobs``: None means all, negative counts back.
 
-    Capped to what OpenMP can start here (OMP_THREAD_LIMIT; 1 inside an
-    OpenMP region that cannot nest), as the core caps it.
+    Capped, as the core caps it, to what OpenMP can start here: the CPUs
+    this process may run on (its affinity mask), OMP_THREAD_LIMIT, 1 inside
+    an OpenMP region that cannot nest, 1 in a forked child.
     """
     n_max = _core.max_threads()
     if n_jobs is None:
@@ -350,8 +400,8 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         "max_fun": [Interval(Integral, 1, None, closed="left")],
         "n_jobs": [
             None,
-            Interval(Integral, 1, None, closed="left"),
-            Interval(Integral, None, -1, closed="right"),
+            Interval(Integral, 1, _MAX_N_JOBS, closed="both"),
+            Interval(Integral, -_MAX_N_JOBS, -1, closed="both"),
         ],
         "callbacks": [None, list, tuple],
         "comm": [None, HasMethods(["Allreduce", "Get_rank", "Get_size"])],
@@ -1383,12 +1433,17 @@ _CLASS_DOC_PARAMS = """
 
     n_jobs : int or None, default=None
         Number of threads the core splits each batch over (OpenMP; BLAS is
-        kept single-threaded inside them). None uses all the threads
-        OpenMP offers (``OMP_NUM_THREADS`` or the number of cores), -1 as
-        well, -2 all but one; ``OMP_THREAD_LIMIT`` caps it. The result
-        does not depend on it. Not in scikit-learn, whose MLP uses BLAS's
-        threads. With ``comm``, None gives each rank its node's cores
-        divided by the node's ranks.
+        kept single-threaded inside them), from 1 to 65536, or -1 to
+        -65536 counting back from all. None uses all the threads OpenMP
+        offers (``OMP_NUM_THREADS`` or the number of CPUs), -1 as well, -2
+        all but one. The threads used are capped by the CPUs this process
+        may run on (``os.sched_getaffinity``) and ``OMP_THREAD_LIMIT``,
+        and are 1 inside another OpenMP region and in a child process
+        forked (``os.fork``, multiprocessing's 'fork') from one that had
+        imported cbp, where OpenMP's threads are gone. The result does not
+        depend on it. Not in scikit-learn, whose MLP uses BLAS's threads.
+        With ``comm``, None gives each rank its node's cores divided by
+        the node's ranks.
 
     callbacks : list or tuple of callable, default=None
         Functions ``f(estimator, info)`` called after each epoch of the

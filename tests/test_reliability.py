@@ -791,7 +791,9 @@ THREAD_COUNTS = (1, 2, 3, 4)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("solver", SOLVERS)
 @pytest.mark.parametrize("Est", ESTIMATORS)
-def test_same_seed_same_bits_whatever_the_thread_count(Est, solver, dtype):
+def test_same_seed_same_bits_whatever_the_thread_count(Est, solver, dtype,
+                                                      more_threads_than_cpus):
+    assert mlp_module._n_threads(max(THREAD_COUNTS)) == max(THREAD_COUNTS)
     X, y_class, y_reg = _data(301, 7, seed=2, dtype=dtype)
     y = _y_for(Est, y_class, y_reg)
     sw = np.random.RandomState(3).uniform(0.2, 2, len(X))
@@ -811,9 +813,10 @@ def test_same_seed_same_bits_whatever_the_thread_count(Est, solver, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_same_bits_whatever_the_thread_count_wide_layers(dtype):
+def test_same_bits_whatever_the_thread_count_wide_layers(dtype, more_threads_than_cpus):
     """Layers of several SPLIT_QUANTUM-row blocks, shared unevenly: the
     threads' shares of the gradient and the step cross layer boundaries."""
+    assert mlp_module._n_threads(7) == 7
     X, y, _ = _data(400, 130, seed=4, dtype=dtype)
     results = []
     with _quiet():
