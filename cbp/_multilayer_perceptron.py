@@ -41,7 +41,7 @@ import threadpoolctl
 from threadpoolctl import ThreadpoolController
 
 from . import _core, _distributed
-from ._progress import _EpochFeedback
+from ._progress import _EpochFeedback, _print
 
 _STOCHASTIC_SOLVERS = ("sgd", "adam", "rmsprop")
 
@@ -337,15 +337,15 @@ class _StochasticOptimizer:
         """Return True to stop; 'adaptive' sgd divides the rate by 5 instead."""
         if self.solver != "sgd" or self.lr_schedule != "adaptive":
             if verbose:
-                print(msg + " Stopping.")
+                _print(msg + " Stopping.")
             return True
         if self.learning_rate <= 1e-6:
             if verbose:
-                print(msg + " Learning rate too small. Stopping.")
+                _print(msg + " Learning rate too small. Stopping.")
             return True
         self.learning_rate /= 5.0
         if verbose:
-            print(msg + " Setting learning rate to %f" % self.learning_rate)
+            _print(msg + " Setting learning rate to %f" % self.learning_rate)
         return False
 
 
@@ -877,7 +877,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         self.loss_ = self._reported_loss(data, penalty)
         self._set_theta(theta, layout)
         if self.verbose:
-            print("L-BFGS-B: %d iterations, loss = %.8f" % (self.n_iter_, self.loss_))
+            _print("L-BFGS-B: %d iterations, loss = %.8f" % (self.n_iter_, self.loss_))
 
     def _fit_stochastic(self, X, Y, sw, weighted, incremental):
         theta = self._theta
