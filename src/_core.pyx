@@ -1543,10 +1543,11 @@ def train_workspace_size(units, Py_ssize_t rows, prelu=False, sparse=False):
 
 def predict_workspace_size(units, Py_ssize_t rows, int n_threads=1):
     """Number of elements of the prediction workspace for blocks of ``rows``
-    split over ``n_threads`` threads (two buffers per thread)."""
+    split over ``n_threads`` threads (two buffers per thread), capped as
+    :func:`forward` caps them (:func:`thread_cap`)."""
     L = len(units) - 1
     max_hidden = max([int(u) for u in units[1:L]], default=0)
-    nt = max(1, n_threads)
+    nt = cbp_thread_cap(max(1, n_threads))
     return 2 * nt * _share_capacity(rows, nt) * max_hidden
 
 

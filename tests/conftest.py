@@ -51,7 +51,7 @@ def mnist_path():
 
 @pytest.fixture
 def more_threads_than_cpus():
-    """Let n_jobs up to 8 run that many threads whatever the machine's CPUs.
+    """Let n_jobs up to 16 run that many threads whatever the machine's CPUs.
 
     The core caps its threads by the CPUs (``cbp._core.cpu_count``); tests
     that compare results across thread counts would otherwise compare two
@@ -59,8 +59,8 @@ def more_threads_than_cpus():
     """
     from cbp import _core
 
-    previous = _core.set_cpu_count(8)
+    previous = _core.set_cpu_count(16)
     try:
-        yield 8
+        yield 16
     finally:
         _core.set_cpu_count(previous)

@@ -200,7 +200,7 @@ def test_core_rejects_inconsistent_buffers():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_results_do_not_depend_on_thread_count(dtype):
+def test_results_do_not_depend_on_thread_count(dtype, more_threads_than_cpus):
     """forward, loss_grad and train_epoch give the same bits for 1..5 threads
     (thread shares of GEMM rows start at multiples of the BLAS tile sizes)."""
     from threadpoolctl import threadpool_limits
@@ -240,7 +240,7 @@ def test_results_do_not_depend_on_thread_count(dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("batch", [7, 64, 250])
-def test_shuffled_epoch_equals_epoch_on_reordered_rows(dtype, batch):
+def test_shuffled_epoch_equals_epoch_on_reordered_rows(dtype, batch, more_threads_than_cpus):
     """A shuffled epoch gathers each batch's rows (the next batch's while
     waiting on the current one); it must train exactly as an epoch over
     X[order] taken in order, for any thread count and a short last batch."""
@@ -328,7 +328,7 @@ def test_epoch_keeps_its_start_and_flags_nonfinite_weights(dtype):
         epoch(0.1, start[:-1])
 
 
-def test_predict_workspace_holds_every_thread_share():
+def test_predict_workspace_holds_every_thread_share(more_threads_than_cpus):
     units = np.array([5, 9, 2], np.intc)
     for rows in (1, 47, 48, 49, 200, 1000):
         for nt in (1, 2, 3, 7, 16):

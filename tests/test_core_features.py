@@ -148,7 +148,7 @@ def test_leaky_relu_with_zero_slope_is_relu():
     np.testing.assert_array_equal(grads[0], grads[1])
 
 
-def test_prelu_train_epoch_independent_of_threads_and_moves_slopes():
+def test_prelu_train_epoch_independent_of_threads_and_moves_slopes(more_threads_than_cpus):
     rng = np.random.RandomState(0)
     units = np.array([20, 60, 50, 3], np.intc)
     offsets, P = _core.param_offsets(units, prelu=True)
@@ -408,7 +408,7 @@ def _dropout_epoch(nt, dropout, solver="adam", order=True, dtype=np.float64):
     return theta, out
 
 
-def test_dropout_epoch_is_independent_of_the_thread_count():
+def test_dropout_epoch_is_independent_of_the_thread_count(more_threads_than_cpus):
     rates = np.array([0.5, 0.2])
     ref, _ = _dropout_epoch(1, rates)
     for nt in (2, 3):
@@ -499,7 +499,7 @@ def _sparse_epoch(X, csr, Y, sw, units, offsets, theta, nt, order, batch=16):
 
 
 @pytest.mark.parametrize("shuffled", [False, True])
-def test_sparse_train_epoch_equals_dense_and_ignores_thread_count(shuffled):
+def test_sparse_train_epoch_equals_dense_and_ignores_thread_count(shuffled, more_threads_than_cpus):
     Xs, csr, Y, sw, units, offsets, theta = _sparse_problem(np.float64, n=130)
     order = np.random.RandomState(1).permutation(130).astype(np.intp) if shuffled else None
     Xd = np.ascontiguousarray(Xs.toarray())
