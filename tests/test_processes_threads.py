@@ -431,6 +431,46 @@ def test_fits_and_predicts_from_many_threads_match_serial_results():
         np.testing.assert_array_equal(p, expected)
 
 
+_ONE_ESTIMATOR_RACE_SCRIPT = """
+import threading, warnings
+import numpy as np
+from cbp import MLPClassifier
+warnings.simplefilter("ignore")
+rng = np.random.RandomState(0)
+data = [(rng.standard_normal((300, 20)), rng.randint(0, 3, 300)),
+        (rng.standard_normal((300, 7)), rng.randint(0, 5, 300))]
+est = MLPClassifier(hidden_layer_sizes=(30,), max_iter=3, n_jobs=2, random_state=0)
+unexpected = []
+def run(X, y, fit):
+    for _ in range(8 if fit else 100):
+        try:
+            if fit:
+                est.fit(X, y)
+            est.predict(X)
+        except Exception:
+            # the other thread changed the shapes or the labels under this
+            # one: an exception, never a crash
+            pass
+        except BaseException as exc:
+            unexpected.append(repr(exc))
+threads = [threading.Thread(target=run, args=(*data[0], True)),
+           threading.Thread(target=run, args=(*data[1], True)),
+           threading.Thread(target=run, args=(*data[0], False))]
+for t in threads: t.start()
+for t in threads: t.join()
+est.fit(*data[0])
+print(len(unexpected), est.score(*data[0]) > 0.3)
+"""
+
+
+def test_racing_fits_on_one_estimator_raise_never_crash(tmp_path):
+    """Fitting one estimator from two threads at once is a user error (as
+    in scikit-learn), but it must not corrupt memory: the core checks every
+    buffer's shape against the layer widths, so a thread whose state was
+    changed under it raises (mostly a ValueError) and a later fit works."""
+    assert _run_child(_ONE_ESTIMATOR_RACE_SCRIPT, tmp_path).split() == ["0", "True"]
+
+
 def test_fit_inside_joblib_threading_backend_matches_serial():
     joblib = pytest.importorskip("joblib")
     X, y = _data(300)
