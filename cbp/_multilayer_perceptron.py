@@ -37,10 +37,11 @@ from sklearn.utils.validation import (
     check_is_fitted,
     validate_data,
 )
+import threadpoolctl
 from threadpoolctl import ThreadpoolController
 
 from . import _core, _distributed
-from ._progress import _EpochFeedback
+from ._progress import _EpochFeedback, _print
 from ._sklearn_callbacks import _CallbackSupport, fit_tasks
 
 _STOCHASTIC_SOLVERS = ("sgd", "adam", "rmsprop")
@@ -57,6 +58,9 @@ _PACK_LOCK = threading.Lock()
 _BLOCK_ELEMENTS = 1 << 19
 _MIN_BLOCK_ROWS = 256
 _MAX_BLOCK_ROWS = 8192
+# Bound of |n_jobs|: more threads than any shared-memory machine has CPUs
+# (the threads used are capped by the CPUs anyway, see _n_threads).
+_MAX_N_JOBS = 2**16
 # The core addresses all weights with 32-bit BLAS sizes.
 _MAX_WEIGHTS = 2**31 - 1
 
@@ -66,16 +70,51 @@ class _SingleThreadedBLAS:
 
     The core splits each batch over its own OpenMP threads and calls BLAS
     from each of them; a multithreaded BLAS inside would oversubscribe the
-    cores. Entries are counted under a lock so that concurrent fits and
-    predictions from several Python threads restore the BLAS thread count
-    only when the last of them leaves. A serial (no OpenMP) build leaves
-    BLAS its threads.
+    cores. The limit is process-wide and counted: the first context entered
+    (from any Python thread) sets it, the last one left restores the
+    limits found by the first, whichever threads these are, and whatever
+    ends the block (an exception, KeyboardInterrupt). A serial (no OpenMP)
+    build leaves BLAS its threads.
+
+    threadpoolctl lets only one thread at a time change a process-wide
+    OpenBLAS pool (the "controlling thread") and silently ignores the
+    others, so a restore from a thread other than the one that set the
+    limit would be dropped and BLAS would stay at one thread for good.
+    Every change here is therefore made under the class lock, with the
+    controlling thread cleared before (so this thread takes control) and
+    after (so no thread keeps it, and the user's own ``threadpool_limits``
+    from any thread keeps working).
     """
 
     _lock = threading.Lock()
     _depth = 0
     _limiter = None
     _controller = None
+
+    @staticmethod
+    def _release_blas_control():
+        # absent before threadpoolctl 3.6, whose OpenBLAS limits are not
+        # tied to a thread
+        clear = getattr(threadpoolctl.OpenBLASController, "clear_controlling_thread", None)
+        if clear is not None:
+            clear(force=True)
+
+    @classmethod
+    def _restore(cls):
+        """Restore the saved limits (called with the lock held)."""
+        interrupted = None
+        while cls._limiter is not None:
+            # a KeyboardInterrupt in the middle would leave some library at
+            # one thread: finish the restore, then raise it
+            try:
+                cls._release_blas_control()
+                cls._limiter.restore_original_limits()
+                cls._release_blas_control()
+                cls._limiter = None
+            except KeyboardInterrupt as exc:
+                interrupted = exc
+        if interrupted is not None:
+            raise interrupted
 
     def __enter__(self):
         if not _core.openmp_enabled():
@@ -85,7 +124,18 @@ class _SingleThreadedBLAS:
             if cls._depth == 0:
                 if cls._controller is None:
                     cls._controller = ThreadpoolController()
-                cls._limiter = cls._controller.limit(limits=1, user_api="blas")
+                if cls._limiter is not None:
+                    # left set by an enter interrupted before it counted
+                    cls._restore()
+                try:
+                    cls._release_blas_control()
+                    cls._limiter = cls._controller.limit(limits=1, user_api="blas")
+                    cls._release_blas_control()
+                except BaseException:
+                    # limits set before the failure are restored, if any
+                    if cls._limiter is not None:
+                        cls._restore()
+                    raise
             cls._depth += 1
         return self
 
@@ -96,8 +146,7 @@ class _SingleThreadedBLAS:
         with cls._lock:
             cls._depth -= 1
             if cls._depth == 0:
-                cls._limiter.restore_original_limits()
-                cls._limiter = None
+                cls._restore()
         return False
 
 
@@ -139,8 +188,9 @@ class _LayerWidths(Options):
 def _n_threads(n_jobs):
     """OpenMP threads for ``n_jobs``: None means all, negative counts back.
 
-    Capped to what OpenMP can start here (OMP_THREAD_LIMIT; 1 inside an
-    OpenMP region that cannot nest), as the core caps it.
+    Capped, as the core caps it, to what OpenMP can start here: the CPUs
+    this process may run on (its affinity mask), OMP_THREAD_LIMIT, 1 inside
+    an OpenMP region that cannot nest, 1 in a forked child.
     """
     n_max = _core.max_threads()
     if n_jobs is None:
@@ -288,15 +338,15 @@ class _StochasticOptimizer:
         """Return True to stop; 'adaptive' sgd divides the rate by 5 instead."""
         if self.solver != "sgd" or self.lr_schedule != "adaptive":
             if verbose:
-                print(msg + " Stopping.")
+                _print(msg + " Stopping.")
             return True
         if self.learning_rate <= 1e-6:
             if verbose:
-                print(msg + " Learning rate too small. Stopping.")
+                _print(msg + " Learning rate too small. Stopping.")
             return True
         self.learning_rate /= 5.0
         if verbose:
-            print(msg + " Setting learning rate to %f" % self.learning_rate)
+            _print(msg + " Setting learning rate to %f" % self.learning_rate)
         return False
 
 
@@ -351,8 +401,8 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
         "max_fun": [Interval(Integral, 1, None, closed="left")],
         "n_jobs": [
             None,
-            Interval(Integral, 1, None, closed="left"),
-            Interval(Integral, None, -1, closed="right"),
+            Interval(Integral, 1, _MAX_N_JOBS, closed="both"),
+            Interval(Integral, -_MAX_N_JOBS, -1, closed="both"),
         ],
         "callbacks": [None, list, tuple],
         "comm": [None, HasMethods(["Allreduce", "Get_rank", "Get_size"])],
@@ -851,7 +901,7 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
         self.loss_ = self._reported_loss(data, penalty)
         self._set_theta(theta, layout)
         if self.verbose:
-            print("L-BFGS-B: %d iterations, loss = %.8f" % (self.n_iter_, self.loss_))
+            _print("L-BFGS-B: %d iterations, loss = %.8f" % (self.n_iter_, self.loss_))
 
     def _fit_stochastic(self, X, Y, sw, weighted, incremental, tasks):
         theta = self._theta
@@ -1469,13 +1519,18 @@ _CLASS_DOC_PARAMS = """
 
     n_jobs : int or None, default=None
         Number of threads the core splits each batch over (OpenMP; BLAS is
-        kept single-threaded inside them). None uses all the threads
-        OpenMP offers (``OMP_NUM_THREADS`` or the number of cores), -1 as
-        well, -2 all but one; ``OMP_THREAD_LIMIT`` caps it. The same
-        n_jobs gives the same bits; other values agree to rounding (bit for
-        bit on many BLAS kernels). Not in scikit-learn, whose MLP uses BLAS's
-        threads. With ``comm``, None gives each rank its node's cores
-        divided by the node's ranks.
+        kept single-threaded inside them), from 1 to 65536, or -1 to
+        -65536 counting back from all. None uses all the threads OpenMP
+        offers (``OMP_NUM_THREADS`` or the number of CPUs), -1 as well, -2
+        all but one. The threads used are capped by the CPUs this process
+        may run on (``os.sched_getaffinity``) and ``OMP_THREAD_LIMIT``,
+        and are 1 inside another OpenMP region and in a child process
+        forked (``os.fork``, multiprocessing's 'fork') from one that had
+        imported cbp, where OpenMP's threads are gone. The same n_jobs gives
+        the same bits; other values agree to rounding (bit for bit on many
+        BLAS kernels). Not in scikit-learn, whose MLP uses BLAS's threads.
+        With ``comm``, None gives each rank its node's cores divided by
+        the node's ranks.
 
     callbacks : list or tuple of callable, default=None
         Functions ``f(estimator, info)`` called after each epoch of the

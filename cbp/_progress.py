@@ -7,6 +7,7 @@ the user's ``callbacks``; a callback returning True asks the loop to stop.
 
 import sys
 import time
+import warnings
 
 
 def _check_callbacks(callbacks):
@@ -58,8 +59,43 @@ def _is_live(stream):
     isatty = getattr(stream, "isatty", None)
     try:
         return bool(isatty()) if isatty is not None else False
-    except ValueError:  # a closed stream
+    except Exception:  # a closed stream, an isatty that fails
         return False
+
+
+def _write(stream, text):
+    """Write ``text`` to ``stream`` and flush it; return False on failure.
+
+    Any ``sys.stdout`` must do: None (``pythonw``, daemons), an object
+    without ``flush``, a closed file, a pipe whose reader went away, a
+    binary or narrowly encoded stream. Printing is a courtesy: a stream
+    that cannot take the text must not fail the fit.
+    """
+    if stream is None:
+        return False
+    try:
+        stream.write(text)
+    except Exception:
+        return False
+    flush = getattr(stream, "flush", None)
+    if flush is not None:
+        try:
+            flush()
+        except Exception:
+            # the text was accepted; only the flush failed
+            pass
+    return True
+
+
+def _print(text):
+    """``print(text)`` to the current ``sys.stdout`` that never raises.
+
+    Parameters
+    ----------
+    text : str
+        The line, without its newline.
+    """
+    _write(sys.stdout, text + "\n")
 
 
 class _EpochFeedback:
@@ -82,7 +118,9 @@ class _EpochFeedback:
     is rewritten in place with
     a carriage return each epoch and ended by :meth:`newline`; otherwise
     each epoch prints one plain line. Either way the line starts with
-    scikit-learn's ``"Iteration %d, loss = %.8f"``.
+    scikit-learn's ``"Iteration %d, loss = %.8f"``. When the stream fails
+    to take a line (see :func:`_write`), one RuntimeWarning says so and
+    nothing more is printed for this fit; training goes on.
     """
 
     def __init__(self, estimator, incremental, stream=None):
@@ -94,6 +132,7 @@ class _EpochFeedback:
         self.stream = sys.stdout if stream is None else stream
         self.live = _is_live(self.stream)
         self._line_open = False
+        self._failed = False
         self._width = 0
         self._start = self._last = time.perf_counter()
         self._epochs = 0
@@ -167,23 +206,39 @@ class _EpochFeedback:
         line = ", ".join(parts)
         if self.live:
             pad = max(self._width - len(line), 0)
-            self.stream.write("\r" + line + " " * pad)
+            self._emit("\r" + line + " " * pad)
             self._width = len(line)
             self._line_open = True
         else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
+            self._emit(line + "\n")
+
+    def _emit(self, text):
+        """Write ``text``; after the stream's first failure, stop printing."""
+        if self.stream is None or self._failed:
+            return
+        if not _write(self.stream, text):
+            self._failed = True
+            try:
+                warnings.warn(
+                    "verbose=True: the progress output stream (%r) failed to "
+                    "take a line; no more progress is printed during this fit."
+                    % (self.stream,),
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            except Exception:
+                # a broken sys.stderr, or warnings turned into errors: still
+                # not a reason to fail the fit
+                pass
 
     def newline(self):
         """End a live line so that other messages start on their own line."""
         if self._line_open:
-            self.stream.write("\n")
-            self.stream.flush()
+            self._emit("\n")
             self._line_open = False
             self._width = 0
 
     def message(self, text):
         """Print ``text`` on its own line (after ending a live line)."""
         self.newline()
-        self.stream.write(text + "\n")
-        self.stream.flush()
+        self._emit(text + "\n")

@@ -38,8 +38,38 @@ cdef extern from *:
     """
     #ifdef _OPENMP
     #include <omp.h>
+    #if defined(__unix__) || defined(__APPLE__)
+    #include <pthread.h>
+    #define CBP_WATCH_FORK 1
+    #endif
     static int cbp_max_threads(void) { return omp_get_max_threads(); }
     static int cbp_has_openmp(void) { return 1; }
+    /* Set in a child forked from this process. The OpenMP runtime's pool
+     * threads do not survive fork(), and GNU OpenMP waits for them forever
+     * at the child's next team of more than one thread. A team of one never
+     * touches the pool (libgomp starts and ends it on the calling thread),
+     * so the child runs every region with one thread. */
+    static volatile int cbp_forked = 0;
+    static void cbp_mark_forked(void) { cbp_forked = 1; }
+    static int cbp_watch_fork(void) {
+    #ifdef CBP_WATCH_FORK
+        return pthread_atfork(NULL, NULL, cbp_mark_forked);
+    #else
+        return 0;
+    #endif
+    }
+    static int cbp_in_forked_child(void) { return cbp_forked; }
+    /* CPUs seen by thread_cap; > 0 replaces the detected count (test hook) */
+    static int cbp_cpu_override = 0;
+    static int cbp_set_cpu_override(int n) {
+        int old = cbp_cpu_override;
+        cbp_cpu_override = n;
+        return old;
+    }
+    /* the CPUs this thread may run on (its affinity mask in GNU OpenMP) */
+    static int cbp_cpu_count(void) {
+        return cbp_cpu_override > 0 ? cbp_cpu_override : omp_get_num_procs();
+    }
     /* Called by every thread at a region's start: 1 when the team has the
      * nt threads the work was split for; else 0, thread 0 setting *short_team */
     static int cbp_full_team(int nt, int *short_team) {
@@ -47,9 +77,16 @@ cdef extern from *:
         if (omp_get_thread_num() == 0) *short_team = 1;
         return 0;
     }
-    /* at most n threads, as many as a region started here would get */
+    /* At most n threads, as many as a region started here would get, and
+     * no more than the CPUs: libgomp puts a ~128-byte record per thread of
+     * a new team on the caller's stack (100000 threads overflow an 8 MiB
+     * stack: SIGSEGV) and exits the process when it cannot create a thread,
+     * and threads beyond the CPUs only time-slice them. */
     static int cbp_thread_cap(int n) {
         int cap = omp_get_thread_limit();
+        int cpus = cbp_cpu_count();
+        if (cpus >= 1 && cpus < cap) cap = cpus;
+        if (cbp_forked) cap = 1;
         if (omp_get_active_level() >= omp_get_max_active_levels()) cap = 1;
         if (n > cap) n = cap;
         return n < 1 ? 1 : n;
@@ -87,6 +124,10 @@ cdef extern from *:
         return 0;
     }
     static int cbp_thread_cap(int n) { return 1; }
+    static int cbp_watch_fork(void) { return 0; }
+    static int cbp_in_forked_child(void) { return 0; }
+    static int cbp_set_cpu_override(int n) { (void)n; return 0; }
+    static int cbp_cpu_count(void) { return 1; }
     static int cbp_dynamic_off(void) { return 0; }
     static void cbp_dynamic_restore(int d) { (void)d; }
     static void cbp_barrier(void) {}
@@ -102,6 +143,10 @@ cdef extern from *:
     int cbp_has_openmp() nogil
     int cbp_full_team(int nt, int* short_team) nogil
     int cbp_thread_cap(int n) nogil
+    int cbp_watch_fork() nogil
+    int cbp_in_forked_child() nogil
+    int cbp_set_cpu_override(int n) nogil
+    int cbp_cpu_count() nogil
     int cbp_dynamic_off() nogil
     void cbp_dynamic_restore(int d) nogil
     void cbp_barrier() nogil
@@ -244,11 +289,49 @@ def max_threads():
     return cbp_max_threads()
 
 
-def thread_cap(int n_threads):
+def thread_cap(n_threads):
     """Return ``n_threads`` capped to what a parallel region started from
-    this thread can have: OMP_THREAD_LIMIT, and 1 inside an OpenMP region
-    that cannot nest (1 without OpenMP). The core's calls use this many."""
-    return cbp_thread_cap(n_threads)
+    this thread can have: the CPUs this thread may run on (its affinity
+    mask, see :func:`cpu_count`), OMP_THREAD_LIMIT, 1 inside an OpenMP
+    region that cannot nest, 1 in a process forked from one that had
+    loaded the core, 1 without OpenMP. At least 1; any integer is accepted
+    (beyond a C int, the cap applies all the same). The core's calls use
+    this many."""
+    n = int(n_threads)
+    return cbp_thread_cap(<int>max(-1, min(n, INT_MAX)))
+
+
+def cpu_count():
+    """Return the CPUs that cap the core's thread count: those in the
+    calling thread's affinity mask (``os.sched_getaffinity``) under GNU
+    OpenMP, 1 without OpenMP (or the count set by :func:`set_cpu_count`)."""
+    return cbp_cpu_count()
+
+
+def set_cpu_count(int n):
+    """Make :func:`thread_cap` see ``n`` CPUs; 0 goes back to the detected
+    count. Returns the previous setting (0 when none was set).
+
+    A test hook: it lets the tests that check results do not depend on the
+    thread count run more threads than the machine has CPUs. Not
+    thread-safe; no effect without OpenMP.
+    """
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    return cbp_set_cpu_override(n)
+
+
+def in_forked_child():
+    """Return True in a process forked (``os.fork``, multiprocessing's
+    'fork' start method) from one that had imported the core: the core
+    then runs on one thread, as GNU OpenMP's threads do not survive a
+    fork (see :func:`thread_cap`)."""
+    return bool(cbp_in_forked_child())
+
+
+if cbp_watch_fork() != 0:
+    raise ImportError("cbp._core: pthread_atfork failed to register the "
+                      "fork handler that keeps forked children serial")
 
 
 cdef struct Team:
@@ -1470,10 +1553,11 @@ def train_workspace_size(units, Py_ssize_t rows, prelu=False, sparse=False):
 
 def predict_workspace_size(units, Py_ssize_t rows, int n_threads=1):
     """Number of elements of the prediction workspace for blocks of ``rows``
-    split over ``n_threads`` threads (two buffers per thread)."""
+    split over ``n_threads`` threads (two buffers per thread), capped as
+    :func:`forward` caps them (:func:`thread_cap`)."""
     L = len(units) - 1
     max_hidden = max([int(u) for u in units[1:L]], default=0)
-    nt = max(1, n_threads)
+    nt = cbp_thread_cap(max(1, n_threads))
     return 2 * nt * _share_capacity(rows, nt) * max_hidden
 
 

@@ -42,3 +42,20 @@ def mnist_path():
     if not path.exists():
         pytest.skip(f"MNIST not found at {path}; set CBP_MNIST to the mnist.npz path")
     return path
+
+
+@pytest.fixture
+def more_threads_than_cpus():
+    """Let n_jobs up to 16 run that many threads whatever the machine's CPUs.
+
+    The core caps its threads by the CPUs (``cbp._core.cpu_count``); tests
+    that compare results across thread counts would otherwise compare two
+    threads with two on a two-core machine. Yields the CPU count set.
+    """
+    from cbp import _core
+
+    previous = _core.set_cpu_count(16)
+    try:
+        yield 16
+    finally:
+        _core.set_cpu_count(previous)

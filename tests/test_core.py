@@ -202,7 +202,7 @@ def test_core_rejects_inconsistent_buffers():
 
 @pytest.mark.thread_count
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_results_agree_across_thread_counts(dtype):
+def test_results_agree_across_thread_counts(dtype, more_threads_than_cpus):
     """forward, loss_grad and train_epoch give the same bits for the same
     thread count and agree to rounding across 1..5 threads."""
     from threadpoolctl import threadpool_limits
@@ -248,7 +248,7 @@ def test_results_agree_across_thread_counts(dtype):
 @pytest.mark.thread_count
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("batch", [7, 64, 250])
-def test_shuffled_epoch_equals_epoch_on_reordered_rows(dtype, batch):
+def test_shuffled_epoch_equals_epoch_on_reordered_rows(dtype, batch, more_threads_than_cpus):
     """A shuffled epoch gathers each batch's rows (the next batch's while
     waiting on the current one); it must train exactly as an epoch over
     X[order] taken in order with as many threads, for any thread count and
@@ -343,7 +343,7 @@ def test_epoch_keeps_its_start_and_flags_nonfinite_weights(dtype):
         epoch(0.1, start[:-1])
 
 
-def test_predict_workspace_holds_every_thread_share():
+def test_predict_workspace_holds_every_thread_share(more_threads_than_cpus):
     units = np.array([5, 9, 2], np.intc)
     for rows in (1, 47, 48, 49, 200, 1000):
         for nt in (1, 2, 3, 7, 16):

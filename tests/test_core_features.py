@@ -150,7 +150,8 @@ def test_leaky_relu_with_zero_slope_is_relu():
 
 
 @pytest.mark.thread_count
-def test_prelu_train_epoch_agrees_across_threads_and_moves_slopes():
+def test_prelu_train_epoch_agrees_across_threads_and_moves_slopes(
+        more_threads_than_cpus):
     rng = np.random.RandomState(0)
     units = np.array([20, 60, 50, 3], np.intc)
     offsets, P = _core.param_offsets(units, prelu=True)
@@ -415,7 +416,7 @@ def _dropout_epoch(nt, dropout, solver="adam", order=True, dtype=np.float64):
 
 
 @pytest.mark.thread_count
-def test_dropout_epoch_agrees_across_thread_counts():
+def test_dropout_epoch_agrees_across_thread_counts(more_threads_than_cpus):
     """The masks depend on the row and unit only: the same for any thread
     count (a mask that moved with the shares would differ far beyond
     rounding)."""
@@ -511,7 +512,8 @@ def _sparse_epoch(X, csr, Y, sw, units, offsets, theta, nt, order, batch=16):
 
 @pytest.mark.thread_count
 @pytest.mark.parametrize("shuffled", [False, True])
-def test_sparse_train_epoch_equals_dense_and_agrees_across_thread_counts(shuffled):
+def test_sparse_train_epoch_equals_dense_and_agrees_across_thread_counts(
+        shuffled, more_threads_than_cpus):
     Xs, csr, Y, sw, units, offsets, theta = _sparse_problem(np.float64, n=130)
     order = np.random.RandomState(1).permutation(130).astype(np.intp) if shuffled else None
     Xd = np.ascontiguousarray(Xs.toarray())

@@ -416,7 +416,7 @@ def test_zero_dropout_is_bit_identical_to_none(digits):
 
 
 @pytest.mark.thread_count
-def test_dropout_is_reproducible_and_agrees_across_n_jobs(digits):
+def test_dropout_is_reproducible_and_agrees_across_n_jobs(digits, more_threads_than_cpus):
     X, y = digits
     kw = dict(hidden_layer_sizes=(60, 30), max_iter=3, dropout=[0.5, 0.2], batch_size=64)
     a = _fit_quiet(MLPClassifier(random_state=0, n_jobs=1, **kw), X, y)

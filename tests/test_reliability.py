@@ -829,7 +829,9 @@ def _assert_params_equal_to_rounding(a, b):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("solver", SOLVERS)
 @pytest.mark.parametrize("Est", ESTIMATORS)
-def test_same_seed_same_bits_for_the_same_thread_count(Est, solver, dtype):
+def test_same_seed_same_bits_for_the_same_thread_count(Est, solver, dtype,
+                                                       more_threads_than_cpus):
+    assert mlp_module._n_threads(max(THREAD_COUNTS)) == max(THREAD_COUNTS)
     X, y_class, y_reg = _data(301, 7, seed=2, dtype=dtype)
     y = _y_for(Est, y_class, y_reg)
     sw = np.random.RandomState(3).uniform(0.2, 2, len(X))
@@ -859,9 +861,10 @@ def test_same_seed_same_bits_for_the_same_thread_count(Est, solver, dtype):
 
 @pytest.mark.thread_count
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_thread_counts_agree_to_rounding_wide_layers(dtype):
+def test_thread_counts_agree_to_rounding_wide_layers(dtype, more_threads_than_cpus):
     """Layers of several SPLIT_QUANTUM-row blocks, shared unevenly: the
     threads' shares of the gradient and the step cross layer boundaries."""
+    assert mlp_module._n_threads(7) == 7
     X, y, _ = _data(400, 130, seed=4, dtype=dtype)
     results = []
     with _quiet():
