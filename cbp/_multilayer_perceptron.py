@@ -45,6 +45,11 @@ from ._progress import _EpochFeedback, _print
 from ._sklearn_callbacks import _CallbackSupport, fit_tasks
 
 _STOCHASTIC_SOLVERS = ("sgd", "adam", "rmsprop")
+# What the stochastic solvers record during a fit (set afresh by _initialize).
+_STOCHASTIC_STATE = (
+    "loss_curve_", "best_loss_", "validation_scores_", "best_validation_score_",
+    "_no_improvement_count", "_optimizer",
+)
 
 # Initial PReLU slope of every hidden unit (He et al., 2015).
 _PRELU_INIT = 0.25
@@ -63,6 +68,13 @@ _MAX_BLOCK_ROWS = 8192
 _MAX_N_JOBS = 2**16
 # The core addresses all weights with 32-bit BLAS sizes.
 _MAX_WEIGHTS = 2**31 - 1
+
+# scikit-learn's words when a fit ends with NaN or infinite weights; cbp's
+# divergence errors start with them and then say which weights were kept.
+_NONFINITE_WEIGHTS = (
+    "Solver produced non-finite parameter weights. The input data may"
+    " contain large values and need to be preprocessed."
+)
 
 
 class _SingleThreadedBLAS:
@@ -538,10 +550,14 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
             del self.prelu_slopes_
 
     def __getstate__(self):
-        # a copy: on Python >= 3.11 the default state is the live __dict__,
-        # and copy.copy (scikit-learn's callbacks) or a pickle taken during
-        # fit must not take the flat vector from the estimator
-        state = dict(super().__getstate__())
+        # object.__getstate__ returns the live __dict__ itself: work on a
+        # copy, so that pickling or copying never changes the estimator (a
+        # fit under way keeps its flat vector). The copy is taken under
+        # the packing lock, so that a prediction in another thread cannot
+        # repack (resize the dict, or pair _theta with other coefs_) while
+        # it is made.
+        with _PACK_LOCK:
+            state = dict(super().__getstate__())
         # coefs_ and intercepts_ are pickled; the flat vector is rebuilt
         state.pop("_theta", None)
         state.pop("_layout_cache", None)
@@ -692,18 +708,28 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
         first_pass = not hasattr(self, "coefs_") or (
             not self.warm_start and not incremental
         )
+        # nothing of an earlier fit that stopped half-way (a callback
+        # raised, Ctrl-C, an error) carries over: the best weights of early
+        # stopping are this fit's own
+        self._best_theta = None
 
         if self.comm is not None:
             self._check_distributable()
         X, y = self._validate_input(X, y, incremental, reset=first_pass)
         n_samples, n_features = X.shape
         if sample_weight is not None:
+            # float64 whatever the data's dtype: the weights are scaled
+            # into the data's range below, before any cast
             sample_weight = self._collective(
-                _check_sample_weight, sample_weight, X, ensure_non_negative=True
+                _check_sample_weight, sample_weight, X, dtype=np.float64,
+                ensure_non_negative=True,
             )
         class_sw = self._class_sample_weight(y, incremental)
         if class_sw is not None:
             sample_weight = class_sw if sample_weight is None else sample_weight * class_sw
+        weight_scale = self._collective(
+            self._weight_scale, sample_weight, class_sw is not None
+        )
 
         if y.ndim == 1:
             y = y.reshape((-1, 1))
@@ -720,6 +746,11 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
         self._random_state = check_random_state(self.random_state)
 
         if first_pass:
+            # a fit that starts afresh keeps nothing of the last one: the
+            # stochastic solvers' records go too when this fit is lbfgs's,
+            # which sets none of them (a fresh lbfgs fit has none)
+            for name in _STOCHASTIC_STATE:
+                self.__dict__.pop(name, None)
             self._initialize(y, layer_units, X.dtype)
         elif [c.shape for c in self.coefs_] != [
             (a, b) for a, b in zip(layer_units[:-1], layer_units[1:])
@@ -737,7 +768,11 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
         if sample_weight is None:
             sw = np.ones(n_samples, dtype=dtype)
         else:
-            sw = np.ascontiguousarray(sample_weight, dtype=dtype)
+            sw = np.ascontiguousarray(np.ldexp(sample_weight, weight_scale), dtype=dtype)
+        # the objective is sum(sw * loss) / sum(sw) + 0.5 * alpha * ||W||² /
+        # sum(sw): weights scaled by 2**weight_scale leave it unchanged with
+        # alpha scaled alike (exactly: a power of two)
+        self._l2_alpha = float(np.ldexp(float(self.alpha), weight_scale))
 
         with _SingleThreadedBLAS():
             if self.solver in _STOCHASTIC_SOLVERS:
@@ -749,12 +784,50 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
 
         theta = self._theta
         if not np.isfinite(theta).all():
-            raise ValueError(
-                "Solver produced non-finite parameter weights. The input data may"
-                " contain large values and need to be preprocessed."
-            )
+            raise ValueError(_NONFINITE_WEIGHTS)
         tasks.end()
         return self
+
+    def _weight_scale(self, sample_weight, class_weighted):
+        """The power of two k that brings the sample weights near 1.
+
+        The core works in the data's dtype: float32 would turn weights
+        above 3.4e38 into inf and below 1.4e-45 into 0 (and lose the
+        precision of subnormal ones), where scikit-learn, whose weights stay
+        float64, trains. Weights whose largest value is outside
+        [2**-24, 2**24] are multiplied by ``2**k``, which brings it into
+        [0.5, 1): exact, and with alpha scaled alike the loss, its gradient
+        and ``loss_`` are unchanged; other weights keep k = 0 (the same
+        bits as unscaled). With ``comm`` the largest weight of all ranks
+        sets k.
+
+        Raises ValueError when the weights sum to zero: nothing would be
+        trained.
+        """
+        if sample_weight is None:
+            return 0
+        local = float(np.max(sample_weight)) if sample_weight.shape[0] else 0.0
+        if self.comm is None:
+            largest = local
+        else:
+            largest = max(self.comm.allgather(local))
+        if largest == 0:
+            source = (
+                "sample_weight times the class_weight of each sample's class"
+                if class_weighted
+                else "sample_weight"
+            )
+            detail = (
+                f" (class_weight={self.class_weight!r})" if class_weighted else ""
+            )
+            raise ValueError(
+                "Sample weights must contain at least one non-zero number: "
+                f"{source} is 0 for every sample{detail}, so there is "
+                "nothing to train on."
+            )
+        if 2.0**-24 <= largest <= 2.0**24:
+            return 0
+        return -int(np.frexp(largest)[1])
 
     def _check_distributable(self):
         """Reject what data-parallel training (``comm``) does not support."""
@@ -811,7 +884,7 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
             dtype=theta.dtype,
         )
         grad = np.empty_like(theta)
-        alpha = float(self.alpha)
+        alpha = self._l2_alpha
         n_threads = _n_threads(self.n_jobs)
         options = {**self._core_options(), **self._loss_options(), **x_csr}
 
@@ -879,9 +952,10 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
             if not np.isfinite(best_loss[0]):
                 self.loss_ = np.inf
                 raise ValueError(
-                    "lbfgs cannot start: the loss is NaN or infinite at the "
-                    "initial weights, which were kept. The input data (or the "
-                    "regression targets) are too large: scale them."
+                    f"{_NONFINITE_WEIGHTS} lbfgs cannot start: the loss is NaN "
+                    "or infinite at the initial weights, which were kept. The "
+                    "input data (or the regression targets) are too large: "
+                    "scale them."
                 )
             data, penalty = _core.loss_grad(
                 theta, grad, X, Y, sw, units, offsets, hidden_act, out_act,
@@ -889,10 +963,10 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
             )
             self.loss_ = self._reported_loss(data, penalty)
             raise ValueError(
-                f"lbfgs diverged after {self.n_iter_} iterations: the loss "
-                "became NaN or infinite. The weights with the lowest finite "
-                "loss were kept. Scale the input data (and the regression "
-                "targets)."
+                f"{_NONFINITE_WEIGHTS} lbfgs diverged after {self.n_iter_} "
+                "iterations: the loss became NaN or infinite. The weights with "
+                "the lowest finite loss were kept. Scale the input data (and "
+                "the regression targets)."
             )
         if interrupted or stopped_at:
             self.n_iter_ = min(n_iter[0], self.max_iter)
@@ -923,7 +997,10 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
         if early_stopping:
             # don't stratify in multilabel classification
             should_stratify = is_classifier(self) and self.n_outputs_ == 1
-            stratify = Y if should_stratify else None
+            # the binarized labels as scikit-learn stratifies them (bool, not
+            # the float copy the core trains on): the same split, and its
+            # error names a class with too few members as scikit-learn does
+            stratify = Y.astype(bool) if should_stratify else None
             X_train, X_val, Y_train, Y_val, sw_train, sw_val = train_test_split(
                 X,
                 Y,
@@ -948,6 +1025,15 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
             validation_loss = _HeldOutLoss(self, X_val, Y_val, sw_val)
             if not weighted:
                 sw_val = None
+            elif not sw_train.any():
+                raise ValueError(
+                    "Sample weights must contain at least one non-zero number: "
+                    "the samples left for training after holding out the "
+                    "validation set (validation_fraction="
+                    f"{self.validation_fraction}) all have weight 0."
+                )
+            # what is restored when no epoch has a finite validation score
+            self._best_theta = theta.copy()
         else:
             X_train, Y_train, sw_train = X, Y, sw
             X_val = y_val = sw_val = validation_loss = None
@@ -1010,7 +1096,7 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
                     epoch_start[:] = theta
                     sum_data, sum_penalty, status = data_parallel.epoch(
                         theta, optimizer, order, (units, offsets, hidden_act, out_act),
-                        float(self.alpha), float(self.momentum),
+                        self._l2_alpha, float(self.momentum),
                         bool(self.nesterovs_momentum), float(self.beta_1),
                         float(self.beta_2), float(self.epsilon),
                     )
@@ -1022,7 +1108,7 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
                     sum_data, sum_penalty, _, status = _core.train_epoch(
                         theta, grad, optimizer.state_1, optimizer.state_2,
                         X_train, Y_train, sw_train, order, batch_size,
-                        units, offsets, hidden_act, out_act, float(self.alpha),
+                        units, offsets, hidden_act, out_act, self._l2_alpha,
                         solver_code, optimizer.learning_rate, float(self.momentum),
                         bool(self.nesterovs_momentum), float(self.beta_1),
                         float(self.beta_2), float(self.epsilon), optimizer.step,
@@ -1037,11 +1123,14 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
                     # the velocity or Adam's moments may have overflowed: a
                     # later partial_fit starts them afresh from these weights
                     self._optimizer = None
+                    if early_stopping:
+                        self._early_stopping_diverged(n_samples)
+                        break
                     raise ValueError(
-                        f"Training diverged in epoch {self.n_iter_ + 1}: the loss "
-                        "became NaN or infinite. The weights of the last finite "
-                        "state were kept. Lower learning_rate_init or scale the "
-                        "input data."
+                        f"{_NONFINITE_WEIGHTS} Training diverged in epoch "
+                        f"{self.n_iter_ + 1}: the loss became NaN or infinite. "
+                        "The weights of the last finite state were kept. Lower "
+                        "learning_rate_init or scale the input data."
                     )
 
                 self.n_iter_ += 1
@@ -1098,9 +1187,35 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
             feedback.newline()
             tasks.close_subtask()
 
-        if early_stopping and getattr(self, "_best_theta", None) is not None:
+        if early_stopping:
+            # the best weights (the starting ones when no epoch had a
+            # finite validation score), as scikit-learn restores them
             theta[:] = self._best_theta
         self._best_theta = None
+
+    def _early_stopping_diverged(self, n_samples):
+        """Record an epoch that diverged under early stopping, and warn.
+
+        scikit-learn does not raise here: its weights turn NaN, every
+        later epoch appends a NaN loss and validation score (a NaN score
+        never counts as "no improvement", so it runs up to max_iter) and
+        the weights with the best validation score are restored at the
+        end. cbp records the diverged epoch the same way (NaN loss and
+        score), then stops, as nothing after it could improve the score,
+        and the caller restores the best weights.
+        """
+        self.n_iter_ += 1
+        self.t_ += n_samples
+        self.loss_ = np.nan
+        self.loss_curve_.append(self.loss_)
+        self.validation_scores_.append(np.nan)
+        warnings.warn(
+            f"Training diverged in epoch {self.n_iter_}: the loss became NaN or "
+            "infinite, so the validation score is NaN. Training stopped; the "
+            "weights with the best validation score were restored. Lower "
+            "learning_rate_init or scale the input data.",
+            ConvergenceWarning,
+        )
 
     def _data_parallel(self, X, Y, sw, theta, units):
         """Shards and buffers of data-parallel epochs over ``self.comm``.
@@ -1385,7 +1500,8 @@ class _HeldOutLoss:
         # loss_grad also returns the gradient: a buffer it writes, unused
         self.grad = np.empty_like(theta)
         self.args = est._core_args()
-        self.alpha = float(est.alpha)
+        # the alpha of the fit's objective, scaled with its sample weights
+        self.alpha = est._l2_alpha
         self.n_threads = _n_threads(est.n_jobs)
         self.options = {**est._core_options(), **est._loss_options(), **x_csr}
 

@@ -559,7 +559,8 @@ cdef void prelu_backward_i(floating* D, floating* Zsave,
                 z[j] = 0
             else:
                 z[j] = d * v
-                r[j] = slopes[j] * d
+                # NaN v gives NaN, whatever the slope
+                r[j] = slopes[j] * d if v == v else v
 
 
 cdef void act_backward_i(floating* D, const floating* A, Py_ssize_t n,
@@ -572,7 +573,8 @@ cdef void act_backward_i(floating* D, const floating* A, Py_ssize_t n,
     cdef Py_ssize_t size = n * m
     if act == ACT_LEAKY_RELU:
         for i in range(size):
-            D[i] = D[i] if A[i] > 0 else slope * D[i]
+            # a NaN activation gives NaN (its branch is unknown), not slope * D
+            D[i] = D[i] if A[i] > 0 else (slope * D[i] if A[i] == A[i] else A[i])
         return
     if act == ACT_ELU:
         for i in range(size):
@@ -812,14 +814,16 @@ cdef inline uint64_t _drop_threshold(double rate) noexcept nogil:
 cdef inline floating _act_deriv(int act, floating a,
                                 floating slope) noexcept nogil:
     """``f'(z)`` from the activation ``a = f(z)`` (not PReLU)."""
+    # a NaN activation gives a NaN derivative (relu's and leaky_relu's
+    # branches would give a finite one)
     if act == ACT_RELU:
-        return 1 if a > 0 else 0
+        return 1 if a > 0 else (0 if a == a else a)
     if act == ACT_TANH:
         return 1 - a * a
     if act == ACT_LOGISTIC:
         return a * (1 - a)
     if act == ACT_LEAKY_RELU:
-        return 1 if a > 0 else slope
+        return 1 if a > 0 else (slope if a == a else a)
     if act == ACT_ELU:
         return 1 if a > 0 else a + 1
     if act == ACT_SOFTPLUS:
@@ -841,8 +845,9 @@ cdef void dropout_forward_i(floating* A, Py_ssize_t n, Py_ssize_t m,
         for j in range(m):
             if _drop_keep(seed, row0 + i, unit0 + j, thr):
                 a[j] = a[j] * scale
-            else:
+            elif a[j] == a[j]:
                 a[j] = 0
+            # a dropped NaN stays NaN, as a multiplication by the mask keeps it
 
 
 cdef void dropout_backward_i(floating* D, const floating* A, Py_ssize_t n,
@@ -857,18 +862,80 @@ cdef void dropout_backward_i(floating* D, const floating* A, Py_ssize_t n,
     cdef Py_ssize_t i, j
     cdef uint64_t thr = _drop_threshold(rate)
     cdef floating scale = <floating>(1.0 / (1.0 - rate))
+    cdef floating t
     cdef floating* d
     cdef const floating* a
     for i in range(n):
         d = D + i * m
         a = A + i * m
         for j in range(m):
-            if not _drop_keep(seed, row0 + i, unit0 + j, thr):
-                d[j] = 0
-            elif act == ACT_PRELU:
-                d[j] = d[j] * scale
+            if act == ACT_PRELU:
+                t = d[j] * scale
             else:
-                d[j] = d[j] * scale * _act_deriv(act, a[j] / scale, slope)
+                t = d[j] * scale * _act_deriv(act, a[j] / scale, slope)
+            if not _drop_keep(seed, row0 + i, unit0 + j, thr) and t == t:
+                # a dropped unit's delta is 0 * t: 0, but NaN stays NaN
+                t = 0
+            d[j] = t
+
+
+def elementwise_kernel(str kernel, floating[:, ::1] Z, floating[:, ::1] D,
+                       const floating[::1] b, const floating[::1] slopes,
+                       int act, double act_param=0.01, double rate=0.5,
+                       uint64_t seed=0):
+    """Test hook: run one elementwise kernel in place on an n × m block.
+
+    Parameters
+    ----------
+    kernel : {'forward', 'backward', 'output', 'dropout_forward', \
+'dropout_backward'}
+        'forward': ``Z = f(Z + b)`` (:func:`bias_act_i`; PReLU:
+        :func:`prelu_forward_i` with ``slopes``, ``D`` receiving the
+        pre-activations). 'backward': ``D = D * f'`` from the activations
+        ``Z`` (:func:`act_backward_i`; PReLU: :func:`prelu_backward_i`
+        with ``Z`` the pre-activations, overwritten by the slopes' terms).
+        'output': ``Z = out(Z + b)`` (:func:`output_forward_i`, ``act``
+        an output code). 'dropout_forward' / 'dropout_backward':
+        :func:`dropout_forward_i` on ``Z`` / :func:`dropout_backward_i`
+        on ``D`` with the activations ``Z``, rows and units counted from 0.
+    Z, D : ndarray of shape (n, m)
+        The blocks, C-contiguous.
+    b, slopes : ndarray of shape (m,)
+        Biases and PReLU slopes.
+    act : int
+        The activation's code (``HIDDEN_ACTIVATIONS`` or
+        ``OUTPUT_ACTIVATIONS``).
+    act_param : float, default=0.01
+        leaky_relu's slope.
+    rate : float, default=0.5
+        Dropout rate.
+    seed : int, default=0
+        Dropout key.
+    """
+    cdef Py_ssize_t n = Z.shape[0], m = Z.shape[1]
+    if D.shape[0] != n or D.shape[1] != m or b.shape[0] != m or slopes.shape[0] != m:
+        raise ValueError("Z, D, b and slopes do not match")
+    if n == 0 or m == 0:
+        return
+    if kernel == "forward":
+        if act == ACT_PRELU:
+            prelu_forward_i(&Z[0, 0], &b[0], &slopes[0], &D[0, 0], n, m)
+        else:
+            bias_act_i(&Z[0, 0], &b[0], n, m, act, <floating>act_param)
+    elif kernel == "backward":
+        if act == ACT_PRELU:
+            prelu_backward_i(&D[0, 0], &Z[0, 0], &slopes[0], n, m)
+        else:
+            act_backward_i(&D[0, 0], &Z[0, 0], n, m, act, <floating>act_param)
+    elif kernel == "output":
+        output_forward_i(&Z[0, 0], &b[0], n, m, act)
+    elif kernel == "dropout_forward":
+        dropout_forward_i(&Z[0, 0], n, m, rate, seed, 0, 0)
+    elif kernel == "dropout_backward":
+        dropout_backward_i(&D[0, 0], &Z[0, 0], n, m, act, <floating>act_param,
+                           rate, seed, 0, 0)
+    else:
+        raise ValueError(f"unknown kernel {kernel!r}")
 
 
 # --------------------------------------------------------------------------

@@ -64,14 +64,17 @@ static inline double cbp_exp_nonpos(double x) {
 
 /* The elementwise kernels, copy V (base or avx2) of type T (suffix S). */
 #define CBP_DEFINE_KERNELS(T, S, V, ATTR)                                     \
-/* Z[i, :] = max(Z[i, :] + b, 0) over n rows of m */                          \
+/* Z[i, :] = max(Z[i, :] + b, 0) over n rows of m, NaN staying NaN as in   \
+ * numpy's maximum: `0 > v` is false for NaN, so v passes (the operand      \
+ * order of _mm256_max_ps(0, v)); `+ 0` turns -0 into +0, the bits of       \
+ * `v > 0 ? v : 0` for every other v. As fast: compare, and, add. */         \
 ATTR static void cbp_bias_relu_##V##_##S(T *restrict Z, const T *restrict b, \
                                          ptrdiff_t n, ptrdiff_t m) {          \
     for (ptrdiff_t i = 0; i < n; i++) {                                       \
         T *restrict z = Z + i * m;                                            \
         for (ptrdiff_t j = 0; j < m; j++) {                                   \
             T v = z[j] + b[j];                                                \
-            z[j] = v > (T)0 ? v : (T)0;                                       \
+            z[j] = ((T)0 > v ? (T)0 : v) + (T)0;                              \
         }                                                                     \
     }                                                                         \
 }                                                                             \
@@ -81,12 +84,14 @@ ATTR static void cbp_softmax_exp_##V##_##S(T *restrict z, ptrdiff_t k,      \
     for (ptrdiff_t j = 0; j < k; j++)                                         \
         z[j] = (T)cbp_exp_nonpos((double)(z[j] - mx));                        \
 }                                                                             \
-/* D = D * relu'(A): keep D where the activation A is positive */            \
+/* D = D * relu'(A): keep D where the activation A is positive; elsewhere   \
+ * A - A, +0 for the ReLU's other outputs (+0 or -0) and NaN for NaN: a     \
+ * NaN activation gives a NaN delta, not 0 */                                \
 ATTR static void cbp_relu_backward_##V##_##S(T *restrict D,                  \
                                              const T *restrict A,            \
                                              ptrdiff_t size) {                \
     for (ptrdiff_t i = 0; i < size; i++)                                      \
-        D[i] = A[i] > (T)0 ? D[i] : (T)0;                                     \
+        D[i] = A[i] > (T)0 ? D[i] : A[i] - A[i];                              \
 }                                                                             \
 /* D = D * (1 - A²), tanh' from its output */                                \
 ATTR static void cbp_tanh_backward_##V##_##S(T *restrict D,                  \
