@@ -10,6 +10,7 @@ and :func:`plot_loss_curve` (matplotlib).
 from ._gradcheck import check_gradients
 from ._inspect import plot_loss_curve
 from ._multilayer_perceptron import MLPClassifier, MLPRegressor
+from ._onnx import register_on_import as _register_onnx_converters
 from ._version import __version__
 
 __all__ = [
@@ -19,3 +20,6 @@ __all__ = [
     "plot_loss_curve",
     "__version__",
 ]
+
+# skl2onnx.to_onnx then converts cbp's estimators (skl2onnx is not imported here)
+_register_onnx_converters()
