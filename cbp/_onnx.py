@@ -24,7 +24,6 @@ them right after it, then removes itself. Either way
 order of the two imports, and a program that never exports pays nothing.
 """
 
-import importlib.abc
 import importlib.util
 import sys
 import threading
@@ -407,8 +406,9 @@ def _register_quietly():
         )
 
 
-class _RegisterAfterImport(importlib.abc.MetaPathFinder):
-    """Finds nothing itself: on skl2onnx's first import it wraps the real
+class _RegisterAfterImport:
+    """A meta path finder (a plain class: importlib.abc is not worth its
+    import time here) that finds nothing itself: on skl2onnx's first import it wraps the real
     loader's ``exec_module`` so that cbp's converters are registered as
     soon as skl2onnx's package has run, then leaves ``sys.meta_path``."""
 
@@ -454,7 +454,7 @@ def register_on_import():
     """
     if _registered:
         return
-    if "skl2onnx" in sys.modules:
+    if sys.modules.get("skl2onnx") is not None:
         _register_quietly()
         return
     if not any(isinstance(f, _RegisterAfterImport) for f in sys.meta_path):

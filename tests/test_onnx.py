@@ -1,6 +1,7 @@
 """ONNX export through skl2onnx: onnxruntime's outputs against cbp's own.
 
-Needs the optional ``cbp[onnx]`` extra (skl2onnx, onnxruntime, onnx).
+Needs the optional ``cbp[onnx]`` extra (skl2onnx, onnxruntime, onnx); without
+it those tests are skipped.
 """
 
 import subprocess
@@ -19,11 +20,14 @@ from cbp import MLPClassifier, MLPRegressor
 try:
     import onnxruntime as ort
     from skl2onnx import to_onnx
+
+    ONNX_MISSING = None
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    pytest.skip(
-        f"ONNX export needs skl2onnx and onnxruntime (pip install cbp[onnx]): {exc}",
-        allow_module_level=True,
+    ONNX_MISSING = (
+        f"ONNX export needs skl2onnx and onnxruntime (pip install cbp[onnx]): {exc}"
     )
+
+needs_onnx = pytest.mark.skipif(ONNX_MISSING is not None, reason=str(ONNX_MISSING))
 
 ACTIVATIONS = [
     "identity",
@@ -92,6 +96,7 @@ def _targets(kind, n_samples=40):
     return rng.randint(0, 2, (n_samples, 3))  # multilabel
 
 
+@needs_onnx
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("kind", ["multiclass", "binary", "multilabel"])
@@ -105,6 +110,7 @@ def test_classifier_matches_predict_and_predict_proba(kind, activation, dtype):
     np.testing.assert_array_equal(labels, est.predict(X))
 
 
+@needs_onnx
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("loss", ["squared_error", "poisson", "huber"])
@@ -128,6 +134,7 @@ def test_regressor_matches_predict(n_outputs, loss, activation, dtype):
     _assert_close(pred, est.predict(X).reshape(len(X), n_outputs), dtype)
 
 
+@needs_onnx
 def test_prelu_uses_each_units_learned_slope():
     # slopes that differ per unit and from their start (0.25): the graph
     # must read prelu_slopes_, not one shared value
@@ -139,6 +146,7 @@ def test_prelu_uses_each_units_learned_slope():
     _assert_close(proba, est.predict_proba(X), np.float64)
 
 
+@needs_onnx
 @pytest.mark.parametrize("slope", [0.0, 0.3, 1.0 / 3.0])
 def test_leaky_relu_keeps_its_slope(slope):
     est, X = _classifier(
@@ -148,6 +156,7 @@ def test_leaky_relu_keeps_its_slope(slope):
     _assert_close(proba, est.predict_proba(X), np.float64)
 
 
+@needs_onnx
 @pytest.mark.parametrize(
     "labels",
     [
@@ -186,12 +195,14 @@ def test_classifier_labels_of_any_type_with_zipmap_on_and_off(labels, zipmap):
     _assert_close(proba, expected_proba, np.float32)
 
 
+@needs_onnx
 def test_zipmap_with_float64_input_is_a_clear_error():
     est, X = _classifier("relu", np.float64, _targets("multiclass"))
     with pytest.raises(ValueError, match="ZipMap takes float32"):
         to_onnx(est, X[:1])
 
 
+@needs_onnx
 def test_zipmap_columns_with_float64_input():
     est, X = _classifier(
         "softplus", np.float64, np.array(["a", "b", "c"])[_targets("multiclass")]
@@ -201,6 +212,7 @@ def test_zipmap_columns_with_float64_input():
     _assert_close(np.column_stack(columns), est.predict_proba(X), np.float64)
 
 
+@needs_onnx
 def test_multilabel_with_zipmap():
     est, X = _classifier("relu", np.float32, _targets("multilabel"))
     labels, proba = _run(est, X, zipmap=True)
@@ -212,6 +224,7 @@ def test_multilabel_with_zipmap():
     )
 
 
+@needs_onnx
 @pytest.mark.parametrize(
     "model_dtype, input_dtype", [(np.float32, np.float64), (np.float64, np.float32)]
 )
@@ -238,6 +251,7 @@ def test_mixed_dtypes_compute_in_the_wider_as_cbp_does(model_dtype, input_dtype)
     _assert_close(pred.ravel(), est.predict(X_in), np.float32)
 
 
+@needs_onnx
 def test_model_trained_on_sparse_input_exports_with_a_dense_sample():
     X = _data()
     X[np.abs(X) < 0.8] = 0
@@ -259,6 +273,7 @@ def test_model_trained_on_sparse_input_exports_with_a_dense_sample():
     _assert_close(proba, est.predict_proba(X_csr), np.float64)
 
 
+@needs_onnx
 def test_pipeline_with_a_cbp_estimator_exports():
     X = _data() * 10 + 3
     est = make_pipeline(
@@ -276,17 +291,20 @@ def test_pipeline_with_a_cbp_estimator_exports():
     _assert_close(pred.ravel(), est.predict(X), np.float64)
 
 
+@needs_onnx
 def test_unfitted_estimator_is_a_clear_error():
     with pytest.raises(NotFittedError):
         to_onnx(MLPRegressor(), _data()[:1])
 
 
+@needs_onnx
 def test_integer_input_is_a_clear_error():
     est, X = _classifier("relu", np.float32, _targets("binary"))
     with pytest.raises(TypeError, match="float32 or float64 input"):
         to_onnx(est, X[:1].astype(np.int64), options={"zipmap": False})
 
 
+@needs_onnx
 @pytest.mark.parametrize("skl2onnx_first", [False, True])
 def test_import_cbp_registers_lazily_in_either_order(skl2onnx_first):
     # a fresh interpreter: importing cbp must not import skl2onnx, and the
@@ -307,8 +325,29 @@ def test_import_cbp_registers_lazily_in_either_order(skl2onnx_first):
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+@needs_onnx
 def test_option_nocl_gives_class_indices():
     y = np.array(["cat", "dog", "emu"])[_targets("multiclass")]
     est, X = _classifier("relu", np.float32, y)
     labels, _ = _run(est, X, zipmap=False, nocl=True)
     np.testing.assert_array_equal(labels, np.searchsorted(est.classes_, est.predict(X)))
+
+
+def test_import_cbp_without_skl2onnx():
+    # skl2onnx blocked (as when it is not installed): cbp imports without a
+    # warning and leaves skl2onnx's ImportError as it is
+    code = "\n".join(
+        [
+            "import sys, warnings",
+            "warnings.simplefilter('error')",
+            "sys.modules['skl2onnx'] = None",
+            "import cbp",
+            "try:",
+            "    import skl2onnx",
+            "except ImportError:",
+            "    pass",
+            "else:",
+            "    raise AssertionError('skl2onnx imported')",
+        ]
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
