@@ -56,9 +56,10 @@ def _constant(scope, container, proto_dtype, value, name, shape=None):
 def _logistic(scope, container, z, proto_dtype, dtype):
     """``1 / (1 + exp(-z))``, the core's formula.
 
-    onnxruntime's Sigmoid kernel approximates (clamped to [-18, 18] in
-    float32): its relative error reaches 1e-3 and more where the
-    probability is small, so the graph spells the formula out from Exp.
+    onnxruntime's Sigmoid kernel approximates: against this formula its
+    relative error reaches 1e-3 where the probability is below 1e-4
+    (float32) or 1e-5 (float64), and more further out, while Exp is
+    accurate; so the graph spells the formula out.
     """
     one = _constant(scope, container, proto_dtype, np.ones((), dtype), "one", shape=[])
     e = _node(scope, container, "Exp", [_node(scope, container, "Neg", [z])])
@@ -68,11 +69,11 @@ def _logistic(scope, container, z, proto_dtype, dtype):
 def _hidden_activation(scope, container, est, z, layer, proto_dtype, dtype):
     """Node(s) of the hidden activation ``est.activation`` applied to z.
 
-    In float32 each is its ONNX operator. In float64 onnxruntime (1.2x)
-    has no kernel for Elu, Softplus and PRelu at the opsets skl2onnx
-    targets, and LeakyRelu's alpha is a float32 attribute that would round
-    the slope, so those four are spelled out from operators it runs in
-    float64, with the core's formulas.
+    In float32 each is its ONNX operator. In float64 onnxruntime (1.32,
+    as tested) has no kernel for Elu, Softplus and PRelu at the opsets
+    skl2onnx targets, and LeakyRelu's alpha is a float32 attribute that
+    would round the slope, so those four are spelled out from operators it
+    runs in float64, with the core's formulas.
     """
     act = est.activation
     if act == "identity":
@@ -407,10 +408,11 @@ def _register_quietly():
 
 
 class _RegisterAfterImport:
-    """A meta path finder (a plain class: importlib.abc is not worth its
-    import time here) that finds nothing itself: on skl2onnx's first import it wraps the real
-    loader's ``exec_module`` so that cbp's converters are registered as
-    soon as skl2onnx's package has run, then leaves ``sys.meta_path``."""
+    """A meta path finder that finds nothing itself: on skl2onnx's first
+    import it wraps the real loader's ``exec_module`` so that cbp's
+    converters are registered as soon as skl2onnx's package has run, then
+    leaves ``sys.meta_path``. A plain class: importing importlib.abc for
+    its base class is not worth the time."""
 
     def __init__(self):
         self._finding = False
@@ -431,10 +433,13 @@ class _RegisterAfterImport:
 
         def exec_and_register(module):
             exec_module(module)
+            if module.__name__ != "skl2onnx":
+                # a loader shared with other modules (a zipimporter)
+                return
             self._remove()
             _register_quietly()
 
-        # an attribute of this loader instance only: it loads skl2onnx alone
+        # an attribute of this loader instance, not of its class
         spec.loader.exec_module = exec_and_register
         return spec
 
