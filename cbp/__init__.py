@@ -69,6 +69,7 @@ else:
     from ._gradcheck import check_gradients
     from ._inspect import plot_loss_curve
     from ._multilayer_perceptron import MLPClassifier, MLPRegressor
+    from ._onnx import register_on_import as _register_onnx_converters
     from ._version import __version__
 
     __all__ = [
@@ -78,3 +79,7 @@ else:
         "plot_loss_curve",
         "__version__",
     ]
+
+    # skl2onnx.to_onnx then converts cbp's estimators (skl2onnx is not
+    # imported here)
+    _register_onnx_converters()
