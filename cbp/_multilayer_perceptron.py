@@ -47,8 +47,8 @@ from ._sklearn_callbacks import _CallbackSupport, fit_tasks
 _STOCHASTIC_SOLVERS = ("sgd", "adam", "rmsprop")
 # What the stochastic solvers record during a fit (set afresh by _initialize).
 _STOCHASTIC_STATE = (
-    "loss_curve_", "best_loss_", "validation_scores_", "best_validation_score_",
-    "_no_improvement_count", "_optimizer",
+    "loss_curve_", "best_loss_", "validation_scores_", "validation_loss_curve_",
+    "best_validation_score_", "_no_improvement_count", "_optimizer",
 )
 
 # Initial PReLU slope of every hidden unit (He et al., 2015).
@@ -1209,6 +1209,8 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
         self.loss_ = np.nan
         self.loss_curve_.append(self.loss_)
         self.validation_scores_.append(np.nan)
+        if getattr(self, "validation_loss_curve_", None) is not None:
+            self.validation_loss_curve_.append(np.nan)
         warnings.warn(
             f"Training diverged in epoch {self.n_iter_}: the loss became NaN or "
             "infinite, so the validation score is NaN. Training stopped; the "

@@ -553,6 +553,8 @@ def test_divergence_under_early_stopping_does_not_raise_as_in_sklearn(solver):
     assert np.isnan(est.validation_scores_[-1])
     assert np.isnan(est.loss_curve_[-1]) and np.isnan(est.loss_)
     assert len(est.validation_scores_) == len(est.loss_curve_) == est.n_iter_
+    assert len(est.validation_loss_curve_) == est.n_iter_
+    assert np.isnan(est.validation_loss_curve_[-1])
     # the weights are the best ones (or the initial ones): finite
     assert all(np.isfinite(p).all() for p in _params(est))
     assert est._best_theta is None
