@@ -894,12 +894,18 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
         best_loss = [np.inf]
         n_iter = [0]
 
-        def loss_grad(x):
-            theta[:] = x
-            data, penalty = _core.loss_grad(
+        def evaluate():
+            # the core's (data loss, penalty) at theta, gradient into grad:
+            # every evaluation goes through here, so none can leave out an
+            # option of the fit
+            return _core.loss_grad(
                 theta, grad, X, Y, sw, units, offsets, hidden_act, out_act,
                 alpha, work, rows, n_threads, **options,
             )
+
+        def loss_grad(x):
+            theta[:] = x
+            data, penalty = evaluate()
             loss = data + penalty
             if loss < best_loss[0]:  # never true for NaN
                 best_loss[0] = loss
@@ -941,10 +947,7 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
             tasks.close_subtask()
         if stopped_at:
             theta[:] = stopped_at[0]
-        data, penalty = _core.loss_grad(
-            theta, grad, X, Y, sw, units, offsets, hidden_act, out_act, alpha,
-            work, rows, n_threads, **options,
-        )
+        data, penalty = evaluate()
         if not np.isfinite(data + penalty):
             theta[:] = best_theta
             self._set_theta(theta, layout)
@@ -957,10 +960,7 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
                     "input data (or the regression targets) are too large: "
                     "scale them."
                 )
-            data, penalty = _core.loss_grad(
-                theta, grad, X, Y, sw, units, offsets, hidden_act, out_act,
-                alpha, work, rows, n_threads, **options,
-            )
+            data, penalty = evaluate()
             self.loss_ = self._reported_loss(data, penalty)
             raise ValueError(
                 f"{_NONFINITE_WEIGHTS} lbfgs diverged after {self.n_iter_} "
