@@ -63,13 +63,13 @@ def _epoch_rows(log, task_name):
 
 
 @needs_sklearn_callbacks
-@pytest.mark.parametrize("early_stopping", [False, True])
-@pytest.mark.parametrize("solver", STOCHASTIC + ["lbfgs"])
+@pytest.mark.parametrize("solver, early_stopping", [
+    # lbfgs has no early stopping
+    *[(solver, es) for solver in STOCHASTIC for es in (False, True)], ("lbfgs", False),
+])
 def test_scoring_monitor_logs_every_epoch_or_iteration(digits, solver, early_stopping):
     from sklearn.callback import ScoringMonitor
 
-    if solver == "lbfgs" and early_stopping:
-        pytest.skip("lbfgs has no early stopping")
     X, y = digits
     params = dict(hidden_layer_sizes=(8,), solver=solver, max_iter=5,
                   learning_rate_init=0.01, early_stopping=early_stopping,
