@@ -23,6 +23,7 @@ import cbp._multilayer_perceptron as mlp_module
 from cbp import MLPClassifier, MLPRegressor, _core
 
 from _rounding import assert_equal_to_rounding
+from _support import CoreProxy, quiet
 
 ESTIMATORS = [MLPClassifier, MLPRegressor]
 SOLVERS = ["sgd", "adam", "lbfgs"]
@@ -52,30 +53,6 @@ def _assert_same_params(a, b):
         np.testing.assert_array_equal(u, v)
 
 
-@contextlib.contextmanager
-def _quiet():
-    """Ignore ConvergenceWarning (short fits are the point here)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        yield
-
-
-class _CoreProxy:
-    """Stands in for ``cbp._core`` in the estimator module.
-
-    Delegates everything; ``hooks`` maps an entry point's name to a
-    replacement ``hook(real_function, *args)``.
-    """
-
-    def __init__(self, hooks):
-        self._hooks = hooks
-
-    def __getattr__(self, name):
-        real = getattr(_core, name)
-        hook = self._hooks.get(name)
-        if hook is None:
-            return real
-        return lambda *args, **kw: hook(real, *args, **kw)
 
 
 @pytest.fixture
@@ -85,7 +62,7 @@ def core_must_not_run(monkeypatch):
     def forbidden(real, *args, **kw):
         raise AssertionError(f"the core ran ({real.__name__}) on invalid input")
 
-    proxy = _CoreProxy({name: forbidden for name in CORE_COMPUTE})
+    proxy = CoreProxy({name: forbidden for name in CORE_COMPUTE})
     monkeypatch.setattr(mlp_module, "_core", proxy)
 
 
@@ -179,11 +156,11 @@ BAD_PREDICT_CASES = _bad_predict_inputs()
 )
 def test_bad_predict_input_is_rejected_before_the_core(monkeypatch, Est, case):
     X, y_class, y_reg = _data(20, 3)
-    with _quiet():
+    with quiet():
         est = Est(hidden_layer_sizes=(5,), max_iter=3).fit(X, _y_for(Est, y_class, y_reg))
     monkeypatch.setattr(
         mlp_module, "_core",
-        _CoreProxy({n: lambda real, *a: pytest.fail("core ran") for n in CORE_COMPUTE}),
+        CoreProxy({n: lambda real, *a: pytest.fail("core ran") for n in CORE_COMPUTE}),
     )
     name, X_bad, pattern = case
     methods = [est.predict, est.score]
@@ -261,7 +238,7 @@ def test_bad_hyperparameter_is_rejected_by_the_constraints(core_must_not_run, Es
 
 def test_valid_layer_widths_are_accepted():
     X, y_class, _ = _data(30, 3)
-    with _quiet():
+    with quiet():
         for widths in [5, (5,), [4, 3], (np.int64(4), np.int32(2)), np.array([3, 2]), (), []]:
             clf = MLPClassifier(hidden_layer_sizes=widths, max_iter=2).fit(X, y_class)
             expect = [widths] if np.ndim(widths) == 0 else list(widths)
@@ -351,7 +328,7 @@ def test_readonly_memmap_and_fortran_inputs_give_the_same_result(tmp_path, Est, 
     kw = dict(hidden_layer_sizes=(7, 5), solver=solver, max_iter=4, batch_size=16,
               random_state=0)
     results = {}
-    with _quiet():
+    with quiet():
         for name in Xs:
             est = Est(**kw).fit(Xs[name], ys[name], sample_weight=sws[name])
             out = [est.predict(Xs[name])]
@@ -387,7 +364,7 @@ def test_inputs_are_never_modified(Est, solver, early_stopping):
     before = {k: (v.tobytes(), v.dtype, v.shape, v.strides) for k, v in arrays.items()}
     kw = dict(hidden_layer_sizes=(6,), solver=solver, max_iter=3, random_state=0,
               early_stopping=early_stopping)
-    with _quiet():
+    with quiet():
         for Xk in ("X64", "X32", "XF"):
             for yk in ("y", "y2d"):
                 est = Est(**kw).fit(arrays[Xk], arrays[yk], sample_weight=arrays["sw"])
@@ -426,7 +403,7 @@ def test_huge_learning_rate_raises_and_keeps_finite_weights(solver, lr, activati
         assert np.isfinite(reg.predict(X)).all()
     except ValueError as exc:
         assert "NaN or infinite" in str(exc)
-    with _quiet():
+    with quiet():
         reg.set_params(learning_rate_init=1e-3).fit(X, y)
     assert all(np.isfinite(p).all() for p in _params(reg))
     assert np.isfinite(reg.predict(X)).all()
@@ -509,7 +486,7 @@ def test_lbfgs_nonfinite_loss_midway_never_leaves_nonfinite_weights(monkeypatch)
         grad[:] = np.nan
         return np.nan, np.nan
 
-    monkeypatch.setattr(mlp_module, "_core", _CoreProxy({"loss_grad": flaky}))
+    monkeypatch.setattr(mlp_module, "_core", CoreProxy({"loss_grad": flaky}))
     reg = MLPRegressor(solver="lbfgs", random_state=0, max_iter=100)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -535,7 +512,7 @@ def test_predict_raises_when_finite_weights_overflow():
     so instead of returning NaN; scoring inside fit (early stopping) keeps
     scikit-learn's NaN score."""
     X, y_class, y_reg = _data(50, 3)
-    with _quiet():
+    with quiet():
         clf = MLPClassifier(hidden_layer_sizes=(5,), max_iter=5, random_state=0).fit(X, y_class)
         reg = MLPRegressor(hidden_layer_sizes=(5,), max_iter=5, random_state=0).fit(X, y_reg)
     huge = np.full((2, 3), 1e300)
@@ -678,7 +655,7 @@ def test_ctrl_c_during_fit_leaves_a_usable_estimator(monkeypatch, Est, solver):
         return result
 
     entry = "loss_grad" if solver == "lbfgs" else "train_epoch"
-    monkeypatch.setattr(mlp_module, "_core", _CoreProxy({entry: counting}))
+    monkeypatch.setattr(mlp_module, "_core", CoreProxy({entry: counting}))
     max_iter = 2000
     est = Est(hidden_layer_sizes=(40,), solver=solver, max_iter=max_iter, tol=0.0,
               max_fun=10**6, n_iter_no_change=max_iter, batch_size=50,
@@ -706,7 +683,7 @@ def test_ctrl_c_during_fit_leaves_a_usable_estimator(monkeypatch, Est, solver):
         assert calls["losses"][-1] == min(calls["losses"])
     else:
         # training resumes from the interrupted state
-        with _quiet():
+        with quiet():
             est.set_params(max_iter=2).fit(X, y)
 
 
@@ -719,7 +696,7 @@ N_PREDICT_THREADS = 8
 @pytest.fixture(scope="module")
 def fitted():
     X, y_class, y_reg = _data(500, 8, seed=3)
-    with _quiet():
+    with quiet():
         clf = MLPClassifier(hidden_layer_sizes=(32, 16), max_iter=20, random_state=0)
         reg = MLPRegressor(hidden_layer_sizes=(32,), max_iter=20, random_state=0)
         return X, clf.fit(X, y_class), reg.fit(X, y_reg)
@@ -765,7 +742,7 @@ def test_predict_releases_the_gil(fitted, monkeypatch):
             state["inside"] = False
 
     big = np.random.RandomState(0).normal(size=(300_000, X.shape[1]))
-    monkeypatch.setattr(mlp_module, "_core", _CoreProxy({"forward": forward}))
+    monkeypatch.setattr(mlp_module, "_core", CoreProxy({"forward": forward}))
     interval = sys.getswitchinterval()
     sys.setswitchinterval(1000.0)
     try:
@@ -794,7 +771,7 @@ def test_fits_in_parallel_threads_equal_sequential_fits():
     assert len(jobs) == N_FIT_THREADS
     from sklearn.base import clone
 
-    with _quiet():
+    with quiet():
         sequential = [_params(clone(e).fit(Xj, yj)) for e, Xj, yj in jobs]
     barrier = threading.Barrier(len(jobs))
 
@@ -806,7 +783,7 @@ def test_fits_in_parallel_threads_equal_sequential_fits():
 
     # the warning filters are process-wide: set once, outside the threads
     for _ in range(2):
-        with _quiet(), ThreadPoolExecutor(len(jobs)) as pool:
+        with quiet(), ThreadPoolExecutor(len(jobs)) as pool:
             parallel = list(pool.map(fit, jobs))
         for a, b in zip(sequential, parallel):
             _assert_same_params(a, b)
@@ -836,7 +813,7 @@ def test_same_seed_same_bits_for_the_same_thread_count(Est, solver, dtype,
     y = _y_for(Est, y_class, y_reg)
     sw = np.random.RandomState(3).uniform(0.2, 2, len(X))
     results = {}
-    with _quiet():
+    with quiet():
         for n_jobs in THREAD_COUNTS:
             runs = []
             for _ in range(2):
@@ -867,7 +844,7 @@ def test_thread_counts_agree_to_rounding_wide_layers(dtype, more_threads_than_cp
     assert mlp_module._n_threads(7) == 7
     X, y, _ = _data(400, 130, seed=4, dtype=dtype)
     results = []
-    with _quiet():
+    with quiet():
         for n_jobs in THREAD_COUNTS + (5, 7, 7):
             est = MLPClassifier(hidden_layer_sizes=(150, 7, 100), max_iter=3,
                                 batch_size=150, random_state=5, n_jobs=n_jobs)
@@ -965,7 +942,7 @@ def test_repeated_fit_predict_does_not_grow_memory():
         if isinstance(est, MLPClassifier):
             est.predict_proba(Xi)
 
-    with _quiet():
+    with quiet():
         for i in range(30):
             cycle(i)
         gc.collect()

@@ -8,7 +8,6 @@ weight); divergence and the messages scikit-learn gives; extreme values and
 dtypes.
 """
 
-import contextlib
 import copy
 import pickle
 import re
@@ -23,6 +22,8 @@ from sklearn.exceptions import ConvergenceWarning
 
 import cbp._multilayer_perceptron as mlp_module
 from cbp import MLPClassifier, MLPRegressor, _core
+
+from _support import CoreProxy, quiet
 
 STOCHASTIC = ["sgd", "adam", "rmsprop"]
 SOLVERS = STOCHASTIC + ["lbfgs"]
@@ -49,27 +50,6 @@ def _assert_same_bits(a, b):
         assert u.tobytes() == v.tobytes()
 
 
-@contextlib.contextmanager
-def _quiet():
-    """Ignore ConvergenceWarning (short fits are the point here)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        yield
-
-
-class _CoreProxy:
-    """Stands in for ``cbp._core`` in the estimator module; ``hooks`` maps an
-    entry point's name to ``hook(real_function, *args, **kwargs)``."""
-
-    def __init__(self, hooks):
-        self._hooks = hooks
-
-    def __getattr__(self, name):
-        real = getattr(_core, name)
-        hook = self._hooks.get(name)
-        if hook is None:
-            return real
-        return lambda *args, **kw: hook(real, *args, **kw)
 
 
 # ---------------------------------------------------------------------------
@@ -89,7 +69,7 @@ def _copiers():
 @pytest.mark.parametrize("activation", ["relu", "prelu"])
 def test_copying_a_fitted_estimator_leaves_it_unchanged(how, activation):
     X, y, _ = _data()
-    with _quiet():
+    with quiet():
         est = MLPClassifier(hidden_layer_sizes=(6,), activation=activation,
                             max_iter=5, random_state=0).fit(X, y)
     theta = est._theta
@@ -123,7 +103,7 @@ def test_copying_inside_a_callback_does_not_change_the_fit(how, solver, early_st
     _SNAPSHOTS[:] = [how]
     kw = dict(hidden_layer_sizes=(7,), solver=solver, max_iter=6, random_state=0,
               learning_rate_init=0.01, early_stopping=early_stopping)
-    with _quiet():
+    with quiet():
         plain = MLPRegressor(**kw).fit(X, y)
         watched = MLPRegressor(callbacks=[_snapshot], **kw).fit(X, y)
     copies = _SNAPSHOTS[1:]
@@ -136,7 +116,7 @@ def test_copying_inside_a_callback_does_not_change_the_fit(how, solver, early_st
 
 def test_pickling_while_threads_predict():
     X, y, _ = _data(200)
-    with _quiet():
+    with quiet():
         est = MLPClassifier(hidden_layer_sizes=(16,), max_iter=5, random_state=0).fit(X, y)
     expected = est.predict_proba(X)
     errors, stop = [], threading.Event()
@@ -205,7 +185,7 @@ def test_ctrl_c_after_an_aborted_fit_keeps_the_new_fits_weights(
     def interrupted(real, *args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(mlp_module, "_core", _CoreProxy({"train_epoch": interrupted}))
+    monkeypatch.setattr(mlp_module, "_core", CoreProxy({"train_epoch": interrupted}))
     est.set_params(hidden_layer_sizes=next_hidden, callbacks=None)
     with pytest.warns(UserWarning, match="interrupted"):
         est.fit(X, y)
@@ -233,7 +213,7 @@ def test_a_fit_after_an_aborted_fit_equals_a_fresh_fit(solver, early_stopping):
     est = MLPClassifier(callbacks=[_abort_at(3)], **kw)
     with pytest.raises(_Abort):
         est.fit(X, y)
-    with _quiet():
+    with quiet():
         est.set_params(callbacks=None).fit(X, y)
         fresh = MLPClassifier(**kw).fit(X, y)
     _assert_same_bits(_params(est), _params(fresh))
@@ -246,7 +226,7 @@ def test_a_fit_after_an_aborted_fit_equals_a_fresh_fit(solver, early_stopping):
 
 def test_set_params_between_fits_starts_afresh():
     X, y, _ = _data()
-    with _quiet():
+    with quiet():
         est = MLPClassifier(hidden_layer_sizes=(6,), activation="prelu",
                             max_iter=4, random_state=0).fit(X, y)
         est.set_params(hidden_layer_sizes=(3, 2), activation="tanh",
@@ -351,7 +331,7 @@ def test_dropout_keeps_nan(act, dtype):
 
 def _nan_model(Est, activation, y):
     X, _, _ = _data()
-    with _quiet():
+    with quiet():
         est = Est(hidden_layer_sizes=(5,), activation=activation, max_iter=3,
                   random_state=0).fit(X, y)
     # one NaN weight from feature 0 into hidden unit 0: every row with a
@@ -376,7 +356,7 @@ def test_nan_weights_give_nan_output_and_predict_raises(Est, activation):
 @pytest.mark.parametrize("activation", ["identity", "logistic", "tanh", "relu"])
 def test_nan_weights_of_a_sklearn_model_give_nan_as_in_sklearn(activation):
     X, y, _ = _data()
-    with _quiet():
+    with quiet():
         sk = sknn.MLPClassifier(hidden_layer_sizes=(5,), activation=activation,
                                 max_iter=3, random_state=0).fit(X, y)
     sk.coefs_[0][0, 0] = np.nan
@@ -439,7 +419,7 @@ def test_all_zero_weights_of_the_training_part_raise():
         est = MLPClassifier(hidden_layer_sizes=(3,), early_stopping=True,
                             validation_fraction=0.5, max_iter=2, random_state=seed)
         try:
-            with _quiet():
+            with quiet():
                 est.fit(X, y, sample_weight=sw)
         except ValueError as exc:
             assert "at least one non-zero" in str(exc)
@@ -459,7 +439,7 @@ def test_float32_trains_with_any_finite_float64_weight(Est, solver, scale):
     y = y_class if Est is MLPClassifier else y_reg
     kw = dict(hidden_layer_sizes=(5,), solver=solver, alpha=0.0, max_iter=10,
               random_state=0, learning_rate_init=0.01)
-    with _quiet():
+    with quiet():
         ones = Est(**kw).fit(X, y, sample_weight=np.ones(len(y)))
         scaled = Est(**kw).fit(X, y, sample_weight=np.full(len(y), scale))
     for a, b in zip(_params(scaled), _params(ones)):
@@ -476,7 +456,7 @@ def test_float32_weights_and_alpha_as_float64(solver, scale):
     sw = np.random.RandomState(3).uniform(0.5, 2.0, len(y)) * scale
     kw = dict(hidden_layer_sizes=(5,), solver=solver, alpha=1e-3 * scale, max_iter=8,
               random_state=0, learning_rate_init=0.01)
-    with _quiet():
+    with quiet():
         est32 = MLPRegressor(**kw).fit(X.astype(np.float32), y, sample_weight=sw)
         est64 = MLPRegressor(**kw).fit(X, y, sample_weight=sw)
     for a, b in zip(_params(est32), _params(est64)):
@@ -492,11 +472,11 @@ def test_sample_weight_dtypes_give_the_float64_result(sw_dtype):
     sw = np.random.RandomState(0).randint(0, 3, len(y))
     sw[0] = 1
     kw = dict(hidden_layer_sizes=(5,), max_iter=5, random_state=0)
-    with _quiet():
+    with quiet():
         ref = MLPClassifier(**kw).fit(X, y, sample_weight=sw.astype(np.float64))
         est = MLPClassifier(**kw).fit(X, y, sample_weight=sw.astype(sw_dtype))
     if sw_dtype is bool:
-        with _quiet():
+        with quiet():
             ref = MLPClassifier(**kw).fit(X, y, sample_weight=(sw > 0).astype(float))
     _assert_same_bits(_params(est), _params(ref))
 
@@ -575,7 +555,7 @@ def test_early_stopping_restores_the_best_weights_after_divergence(monkeypatch):
 
     kw = dict(hidden_layer_sizes=(5,), early_stopping=True, random_state=0, max_iter=10,
               learning_rate_init=0.05, n_iter_no_change=50)
-    monkeypatch.setattr(mlp_module, "_core", _CoreProxy({"train_epoch": diverge_in_epoch_4}))
+    monkeypatch.setattr(mlp_module, "_core", CoreProxy({"train_epoch": diverge_in_epoch_4}))
     est = MLPClassifier(**kw)
     with pytest.warns(ConvergenceWarning, match="diverged in epoch 4"):
         est.fit(X, y)
@@ -608,7 +588,7 @@ def test_x_dtypes_train_as_float64(Est, x_dtype):
     y = y_class if Est is MLPClassifier else y_reg
     Xq = (X > 0) if x_dtype is bool else np.round(X * 3).astype(x_dtype)
     kw = dict(hidden_layer_sizes=(5,), max_iter=4, random_state=0)
-    with _quiet():
+    with quiet():
         est = Est(**kw).fit(Xq, y)
         ref = Est(**kw).fit(np.asarray(Xq, dtype=np.float64), y)
     assert est._theta.dtype == np.float64
@@ -619,7 +599,7 @@ def test_x_dtypes_train_as_float64(Est, x_dtype):
 def test_regressor_accepts_integer_targets():
     X, _, y = _data()
     yi = np.round(y * 10).astype(np.int64)
-    with _quiet():
+    with quiet():
         est = MLPRegressor(hidden_layer_sizes=(5,), max_iter=4, random_state=0).fit(X, yi)
         ref = MLPRegressor(hidden_layer_sizes=(5,), max_iter=4, random_state=0).fit(
             X, yi.astype(float))
@@ -633,7 +613,7 @@ def test_subnormal_inputs_train(solver, dtype):
     X, _, y = _data(dtype=dtype)
     tiny = np.finfo(dtype).smallest_subnormal
     X[:, 0] = tiny * np.arange(len(X))  # subnormal and zero entries
-    with _quiet():
+    with quiet():
         est = MLPRegressor(hidden_layer_sizes=(5,), solver=solver, max_iter=5,
                            random_state=0).fit(X, y)
     assert all(np.isfinite(p).all() for p in _params(est))
@@ -650,7 +630,7 @@ def test_inputs_near_the_dtype_maximum_raise_or_predict_finite(dtype):
     X = X * (np.finfo(dtype).max / 8)
     est = MLPClassifier(hidden_layer_sizes=(5,), max_iter=3, random_state=0)
     try:
-        with _quiet():
+        with quiet():
             est.fit(X, y)
     except ValueError as exc:
         assert str(exc).startswith("Solver produced non-finite parameter weights.")
@@ -663,7 +643,7 @@ def test_inputs_near_the_dtype_maximum_raise_or_predict_finite(dtype):
 
 def test_an_lbfgs_fit_after_a_stochastic_one_keeps_none_of_its_records():
     X, y, _ = _data()
-    with _quiet():
+    with quiet():
         est = MLPClassifier(hidden_layer_sizes=(4,), early_stopping=True, max_iter=3,
                             random_state=0).fit(X, y)
         est.set_params(solver="lbfgs").fit(X, y)
