@@ -493,10 +493,11 @@ class GemmOnlyLibrary:
 
     Threads split each batch's rows as cbp's core does, each calling BLAS
     single-threaded on its share: the figure is then the limit of the
-    partition cbp runs, and cbp's epoch over it is the share of its time
-    spent outside the GEMMs. (A multi-threaded BLAS on the whole batch would
-    measure another partition, with its own synchronisation inside each
-    call.) numpy releases the GIL during ``matmul``, so Python threads do.
+    partition cbp runs, and cbp's epoch over it says how far cbp is from
+    that limit (1 would be no time outside the GEMMs). A multi-threaded BLAS
+    on the whole batch would measure another partition, with its own
+    synchronisation inside each call. numpy releases the GIL during
+    ``matmul``, so Python threads do.
     """
 
     name = "gemm-only"
@@ -788,8 +789,9 @@ def measure_prediction(workload, libraries, args):
     return add_ratios(rows)
 
 
-def spin():
-    """Loop forever: the other work of a busy machine."""
+def spin(started):
+    """Set ``started``, then loop forever: the other work of a busy machine."""
+    started.set()
     while True:
         pass
 
@@ -817,9 +819,15 @@ def measure_busy(workload, libraries, args):
     the cores they count on is taken. ``spawn`` starts it clean (no copy of
     this process's thread pools).
     """
-    spinner = multiprocessing.get_context("spawn").Process(target=spin, daemon=True)
+    context = multiprocessing.get_context("spawn")
+    started = context.Event()
+    spinner = context.Process(target=spin, args=(started,), daemon=True)
     spinner.start()
     try:
+        # the spawned interpreter imports this module first: time nothing
+        # until it spins
+        if not started.wait(timeout=120):
+            raise RuntimeError("the spinning process did not start within 120 s")
         return measure_training(workload, busy_libraries(libraries), args)
     finally:
         spinner.kill()
