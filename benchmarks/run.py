@@ -1,9 +1,10 @@
 #!/usr/bin/env python
-"""Time cbp against scikit-learn and PyTorch on the same data, in one process.
+"""Time cbp against scikit-learn, PyTorch and JAX on the same data, in one process.
 
 The unit is seconds per epoch of Adam training with mini-batches of 200 samples
-(see ``benchmarks/README.md``).  Libraries alternate round by round and the
-best of ``--rounds`` rounds is kept.  The results are printed as plain text,
+(see ``benchmarks/README.md``), also for the epoch's GEMMs alone and on a
+machine kept busy by another process.  Libraries alternate round by round and
+the median and the min over ``--rounds`` rounds are reported.  The results are printed as plain text,
 written as reStructuredText to ``--output`` and as JSON to ``--json`` (the
 documentation draws its performance charts from the JSON).
 
@@ -15,12 +16,14 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import multiprocessing
 import os
 import platform
 import sys
 import time
 import tracemalloc
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -42,9 +45,10 @@ BETA_1, BETA_2, EPSILON = 0.9, 0.999, 1e-8
 ALPHA = 1e-4  # scikit-learn's default L2 penalty, mirrored in the torch loop
 
 QUICK_SAMPLES = 2000  # samples per data set with --quick
-ALL_LIBRARIES = ("cbp", "sklearn", "torch")
+ALL_LIBRARIES = ("cbp", "sklearn", "torch", "torch.compile", "jax", "gemm-only")
 TRAIN_WORKLOADS = ("mnist-256-128", "mnist-800", "digits", "regression")
-WORKLOAD_NAMES = TRAIN_WORKLOADS + ("predict-proba", "fit-memory")
+WORKLOAD_NAMES = TRAIN_WORKLOADS + ("predict-proba", "fit-memory", "busy")
+BUSY_SAMPLES = 30000  # MNIST rows of the busy-machine scenario
 MIB = 2.0**20
 
 
@@ -62,8 +66,8 @@ class Workload:
     """A data set, an architecture and what to measure on them.
 
     ``kind`` is ``"train"`` (seconds per epoch of ``fit``), ``"predict"``
-    (seconds per ``predict_proba`` call) or ``"memory"`` (peak memory of one
-    ``fit``).
+    (seconds per ``predict_proba`` call), ``"memory"`` (peak memory of one
+    ``fit``) or ``"busy"`` (seconds per epoch beside a spinning process).
     """
 
     name: str
@@ -98,9 +102,10 @@ class Workload:
     def describe(self):
         """One line: samples, architecture, activation, dtype."""
         arch = "-".join(str(n) for n in self.layer_sizes)
+        beside = ", beside one spinning process" if self.kind == "busy" else ""
         return (
             f"{self.name}: {self.X.shape[0]} samples, {arch} {self.activation} "
-            f"{self.task}, {self.dtype_name}"
+            f"{self.task}, {self.dtype_name}{beside}"
         )
 
 
@@ -154,6 +159,9 @@ def build_workload(name, args):
         X, y = load_mnist(args.mnist, n)
         kind = {"predict-proba": "predict", "fit-memory": "memory"}.get(name, "train")
         return Workload(name, kind, "classifier", (256, 128), "relu", X, y)
+    if name == "busy":
+        X, y = load_mnist(args.mnist, n or BUSY_SAMPLES)
+        return Workload(name, "busy", "classifier", (256, 128), "relu", X, y)
     if name == "mnist-800":
         X, y = load_mnist(args.mnist, n)
         return Workload(name, "train", "classifier", (800,), "relu", X, y)
@@ -180,6 +188,7 @@ class EstimatorLibrary:
     """cbp or scikit-learn: estimators with scikit-learn's MLP interface."""
 
     traces_memory = True  # numpy allocations are visible to tracemalloc
+    predicts = True
 
     def __init__(self, name, classifier, regressor, extra_params=None):
         self.name = name
@@ -244,6 +253,7 @@ class TorchLibrary:
 
     name = "torch"
     traces_memory = False  # torch's allocator is invisible to tracemalloc
+    predicts = True
 
     def __init__(self, torch_module, threads):
         self.torch = torch_module
@@ -290,15 +300,23 @@ class TorchLibrary:
         mse = self.torch.nn.MSELoss()
         return X, y, lambda output, target: mse(output, target) / 2
 
-    def _epoch(self, model, optimizer, loss_fn, X, y, generator):
+    def _step(self, model, optimizer, loss_fn):
+        """The training step on one batch: zero, forward, backward, Adam."""
+
+        def step(X_batch, y_batch):
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model(X_batch), y_batch)
+            loss.backward()
+            optimizer.step()
+
+        return step
+
+    def _epoch(self, step, X, y, generator):
         """One epoch over a freshly shuffled index, in batches of 200."""
         order = self.torch.randperm(X.shape[0], generator=generator)
         for start in range(0, X.shape[0], BATCH_SIZE):
             batch = order[start : start + BATCH_SIZE]
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(X[batch]), y[batch])
-            loss.backward()
-            optimizer.step()
+            step(X[batch], y[batch])
 
     def fit(self, workload, epochs):
         """Train for ``epochs`` epochs; return the model and the seconds taken."""
@@ -306,10 +324,11 @@ class TorchLibrary:
         model = self._model(workload)
         optimizer = self._optimizer(model)
         X, y, loss_fn = self._tensors(workload)
+        step = self._step(model, optimizer, loss_fn)
         generator = self.torch.Generator().manual_seed(0)
         start = time.perf_counter()
         for _ in range(epochs):
-            self._epoch(model, optimizer, loss_fn, X, y, generator)
+            self._epoch(step, X, y, generator)
         return model, time.perf_counter() - start
 
     def epoch_timings(self, workload, epochs):
@@ -321,6 +340,227 @@ class TorchLibrary:
         with self.torch.no_grad():
             logits = model(self.torch.from_numpy(np.ascontiguousarray(X)))
             return self.torch.softmax(logits, dim=1).numpy()
+
+
+class TorchCompileLibrary(TorchLibrary):
+    """The eager PyTorch loop's training step under ``torch.compile`` (default mode).
+
+    The first epoch compiles (the step, then again for the last, shorter
+    batch) and is not timed: the figure is the warm epochs'.
+    """
+
+    name = "torch.compile"
+    predicts = False  # inference is the eager peer's business
+
+    def _step(self, model, optimizer, loss_fn):
+        return self.torch.compile(super()._step(model, optimizer, loss_fn))
+
+    def fit(self, workload, epochs):
+        """Compile during one untimed epoch, then time ``epochs`` warm epochs."""
+        # Every fit builds a fresh model: without a reset the compiled code
+        # of the earlier ones would pile up until dynamo's recompile limit,
+        # past which it silently falls back to eager execution.
+        self.torch._dynamo.reset()
+        self.torch.manual_seed(0)
+        model = self._model(workload)
+        optimizer = self._optimizer(model)
+        X, y, loss_fn = self._tensors(workload)
+        step = self._step(model, optimizer, loss_fn)
+        generator = self.torch.Generator().manual_seed(0)
+        self._epoch(step, X, y, generator)
+        start = time.perf_counter()
+        for _ in range(epochs):
+            self._epoch(step, X, y, generator)
+        return model, time.perf_counter() - start
+
+
+class JaxLibrary:
+    """A JAX epoch: ``lax.scan`` over the shuffled batches under one ``jax.jit``.
+
+    Each step is ``optax.adam`` after ``optax.add_decayed_weights`` on the
+    weights only, which is the eager torch peer's coupled L2 (``alpha / 200``
+    added to the gradient). The first epoch compiles and is not timed.
+    """
+
+    name = "jax"
+    traces_memory = False  # XLA's allocator is invisible to tracemalloc
+    predicts = False
+
+    def __init__(self, jax_module, optax_module):
+        self.jax = jax_module
+        self.optax = optax_module
+        # float64 workloads need x64; every array below has an explicit
+        # dtype, so float32 workloads stay float32 with it on.
+        self.jax.config.update("jax_enable_x64", True)
+
+    def _params(self, workload):
+        """Glorot-uniform weights and zero biases, as scikit-learn initialises."""
+        rng = np.random.default_rng(0)
+        sizes = workload.layer_sizes
+        params = []
+        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+            bound = np.sqrt(6.0 / (fan_in + fan_out))
+            W = rng.uniform(-bound, bound, (fan_in, fan_out)).astype(workload.X.dtype)
+            b = np.zeros(fan_out, dtype=workload.X.dtype)
+            params.append((self.jax.numpy.asarray(W), self.jax.numpy.asarray(b)))
+        return params
+
+    def _epoch_function(self, workload, n_layers):
+        """The jitted ``epoch(params, opt_state, key, X, y)`` and the optimizer."""
+        jax, jnp, optax = self.jax, self.jax.numpy, self.optax
+        activation = {
+            "relu": jax.nn.relu,
+            "tanh": jnp.tanh,
+            "logistic": jax.nn.sigmoid,
+            "identity": lambda z: z,
+        }[workload.activation]
+        classifier = workload.task == "classifier"
+
+        def loss(params, X_batch, y_batch):
+            h = X_batch
+            for W, b in params[:-1]:
+                h = activation(h @ W + b)
+            W, b = params[-1]
+            out = h @ W + b
+            if classifier:
+                log_p = jax.nn.log_softmax(out)
+                return -jnp.mean(jnp.take_along_axis(log_p, y_batch[:, None], axis=1))
+            return jnp.mean((out - y_batch) ** 2) / 2
+
+        optimizer = optax.chain(
+            optax.add_decayed_weights(ALPHA / BATCH_SIZE,
+                                      mask=[(True, False)] * n_layers),
+            optax.adam(LEARNING_RATE, b1=BETA_1, b2=BETA_2, eps=EPSILON),
+        )
+        n_full, remainder = divmod(workload.X.shape[0], BATCH_SIZE)
+
+        def update(params, state, X_batch, y_batch):
+            grads = jax.grad(loss)(params, X_batch, y_batch)
+            updates, state = optimizer.update(grads, state, params)
+            return optax.apply_updates(params, updates), state
+
+        @jax.jit
+        def epoch(params, state, key, X, y):
+            order = jax.random.permutation(key, X.shape[0])
+
+            def step(carry, batch):
+                return update(*carry, X[batch], y[batch]), None
+
+            batches = order[: n_full * BATCH_SIZE].reshape(n_full, BATCH_SIZE)
+            (params, state), _ = jax.lax.scan(step, (params, state), batches)
+            if remainder:  # the last, shorter batch (its shape is static)
+                rest = order[n_full * BATCH_SIZE :]
+                params, state = update(params, state, X[rest], y[rest])
+            return params, state
+
+        return epoch, optimizer
+
+    def fit(self, workload, epochs):
+        """Compile during one untimed epoch, then time ``epochs`` warm epochs."""
+        jax, jnp = self.jax, self.jax.numpy
+        params = self._params(workload)
+        epoch, optimizer = self._epoch_function(workload, len(params))
+        state = optimizer.init(params)
+        X = jnp.asarray(workload.X)
+        if workload.task == "classifier":
+            _, codes = np.unique(workload.y, return_inverse=True)
+            y = jnp.asarray(codes.astype(np.int32))
+        else:
+            y = jnp.asarray(workload.y.astype(workload.X.dtype).reshape(-1, 1))
+        keys = jax.random.split(jax.random.PRNGKey(0), epochs + 1)
+        params, state = epoch(params, state, keys[0], X, y)
+        jax.block_until_ready(params)
+        start = time.perf_counter()
+        for key in keys[1:]:
+            params, state = epoch(params, state, key, X, y)
+        jax.block_until_ready(params)
+        return params, time.perf_counter() - start
+
+    def epoch_timings(self, workload, epochs):
+        """No fixed cost to remove: 0, and the seconds of ``epochs`` warm epochs."""
+        _, seconds = self.fit(workload, epochs)
+        return 0.0, seconds
+
+
+class GemmOnlyLibrary:
+    """The GEMMs of a training epoch and nothing else: the epoch's limit here.
+
+    Per batch of 200 and layer ``l``: forward ``A_l @ W_l``, backward
+    ``delta_l @ W_l.T`` (not for layer 0) and the gradient ``A_l.T @ delta_l``,
+    through numpy into preallocated arrays. No activation, loss, shuffling,
+    gradient reduction or optimizer step; the activations are slices of the
+    data in order, not gathered rows.
+
+    Threads split each batch's rows as cbp's core does, each calling BLAS
+    single-threaded on its share: the figure is then the limit of the
+    partition cbp runs, and cbp's epoch over it says how far cbp is from
+    that limit (1 would be no time outside the GEMMs). A multi-threaded BLAS
+    on the whole batch would measure another partition, with its own
+    synchronisation inside each call. numpy releases the GIL during
+    ``matmul``, so Python threads do.
+    """
+
+    name = "gemm-only"
+    traces_memory = False
+    predicts = False
+
+    def __init__(self, threads):
+        self.threads = threads
+
+    def _thread_epochs(self, workload, weights, epochs, tid):
+        """Run ``epochs`` epochs of thread ``tid``'s share of the GEMMs."""
+        X = workload.X
+        n = X.shape[0]
+        rows = -(-BATCH_SIZE // self.threads)  # the largest share of a batch
+        dtype = X.dtype
+        Z = [np.empty((rows, W.shape[1]), dtype) for W in weights]
+        D = [np.empty((rows, W.shape[0]), dtype) for W in weights]
+        G = [np.empty_like(W) for W in weights]
+        for _ in range(epochs):
+            for start in range(0, n, BATCH_SIZE):
+                nb = min(BATCH_SIZE, n - start)
+                r0 = start + nb * tid // self.threads
+                r1 = start + nb * (tid + 1) // self.threads
+                m = r1 - r0
+                if m == 0:
+                    continue
+                A = [X[r0:r1]]
+                for W, z in zip(weights, Z):
+                    A.append(np.matmul(A[-1], W, out=z[:m]))
+                delta = A[-1]
+                for layer in range(len(weights) - 1, -1, -1):
+                    np.matmul(A[layer].T, delta, out=G[layer])
+                    if layer > 0:
+                        delta = np.matmul(delta, weights[layer].T, out=D[layer][:m])
+
+    def fit(self, workload, epochs):
+        """Run the GEMMs of ``epochs`` epochs; return None and the seconds taken."""
+        rng = np.random.default_rng(0)
+        sizes = workload.layer_sizes
+        # Glorot scale keeps the values ordinary (no overflow, no subnormals)
+        weights = [
+            (rng.standard_normal((a, b)) * np.sqrt(2.0 / (a + b))).astype(workload.X.dtype)
+            for a, b in zip(sizes[:-1], sizes[1:])
+        ]
+        with threadpool_limits(limits=1, user_api="blas"):
+            start = time.perf_counter()
+            if self.threads == 1:
+                self._thread_epochs(workload, weights, epochs, 0)
+            else:
+                with ThreadPoolExecutor(self.threads) as pool:
+                    futures = [
+                        pool.submit(self._thread_epochs, workload, weights, epochs, tid)
+                        for tid in range(self.threads)
+                    ]
+                    for future in futures:
+                        future.result()
+            seconds = time.perf_counter() - start
+        return None, seconds
+
+    def epoch_timings(self, workload, epochs):
+        """No fixed cost to remove: 0, and the seconds of ``epochs`` epochs."""
+        _, seconds = self.fit(workload, epochs)
+        return 0.0, seconds
 
 
 def load_cbp_estimators(peer_as_cbp):
@@ -356,14 +596,30 @@ def make_libraries(names, threads, peer_as_cbp):
 
             versions["sklearn"] = sklearn.__version__
             libraries.append(EstimatorLibrary("sklearn", MLPClassifier, MLPRegressor))
-        elif name == "torch":
+        elif name in ("torch", "torch.compile"):
             try:
                 import torch
             except ImportError as exc:
-                notes.append(f"torch skipped: cannot import torch ({exc})")
+                notes.append(f"{name} skipped: cannot import torch ({exc})")
                 continue
             versions["torch"] = torch.__version__
-            libraries.append(TorchLibrary(torch, threads))
+            cls = TorchLibrary if name == "torch" else TorchCompileLibrary
+            libraries.append(cls(torch, threads))
+        elif name == "jax":
+            try:
+                import jax
+                import optax
+            except ImportError as exc:
+                notes.append(f"jax skipped: cannot import jax and optax ({exc})")
+                continue
+            versions["jax"] = f"{jax.__version__} (optax {optax.__version__})"
+            libraries.append(JaxLibrary(jax, optax))
+            if threads < available_cores():
+                # XLA's CPU thread pool is sized when jax starts, from the
+                # cores, and has no runtime limit like torch.set_num_threads
+                notes.append(f"jax uses its own thread pool, not --threads {threads}")
+        elif name == "gemm-only":
+            libraries.append(GemmOnlyLibrary(threads))
         else:
             raise SystemExit(f"error: unknown library {name!r}; choose from {ALL_LIBRARIES}")
     return libraries, versions, notes
@@ -405,35 +661,46 @@ def settle(pause):
         time.sleep(pause)
 
 
-def best_of_rounds(libraries, rounds, measure, pause):
-    """Best ``measure(library)`` per library name, alternating libraries each round.
+def all_rounds(libraries, rounds, measure, pause):
+    """``measure(library)`` of every round, per library name, libraries alternating.
 
-    ``measure`` returns a number or a tuple of numbers; for a tuple each
-    element's best (lowest) value is kept on its own.
+    The order of the libraries rotates each round, so that none always runs
+    first (or always after the same neighbour).  ``measure`` returns a number
+    or a tuple of numbers; the result maps each library's name to the list of
+    its values, one per round.
     """
-    best = {}
+    values = {}
     for r in range(rounds):
         for library in rotated(libraries, r):
             settle(pause)
-            value = measure(library)
-            if library.name not in best:
-                best[library.name] = value
-            elif isinstance(value, tuple):
-                best[library.name] = tuple(map(min, best[library.name], value))
-            else:
-                best[library.name] = min(best[library.name], value)
-    return best
+            values.setdefault(library.name, []).append(measure(library))
+    return values
+
+
+def median_and_min(values):
+    """The median and the lowest of a list of numbers."""
+    return float(np.median(values)), float(min(values))
 
 
 def marginal_epoch(short, long, epochs):
-    """Seconds per epoch from the best short and best long fit of the rounds.
-
-    The difference of the bests, not the best difference: the lowest of
-    several noisy differences ``T(1 + E) - T(1)`` is biased low (a round
-    whose 1-epoch fit was slowed down gives a small difference), while
-    each best time is close to the undisturbed one.
-    """
+    """Seconds per epoch from a short (1-epoch) and a long (``1 + E``) fit."""
     return max(long - short, 1e-12) / epochs
+
+
+def epoch_median_and_min(timings, epochs):
+    """Median and min seconds per epoch from each round's (short, long) fits.
+
+    The median is over the rounds' own differences ``T(1 + E) - T(1)``: a
+    round whose fits were both slowed down cancels out in its difference.
+    The min is the difference of the bests, not the best difference: the
+    lowest of several noisy differences is biased low (a round whose
+    1-epoch fit was slowed down gives a small difference), while each best
+    time is close to the undisturbed one.
+    """
+    per_round = [marginal_epoch(short, long, epochs) for short, long in timings]
+    best_short = min(short for short, _ in timings)
+    best_long = min(long for _, long in timings)
+    return float(np.median(per_round)), marginal_epoch(best_short, best_long, epochs)
 
 
 def peak_traced_mib(call):
@@ -450,50 +717,60 @@ def peak_traced_mib(call):
 
 @dataclass
 class Row:
-    """One table row: a library's best time on a workload and derived figures."""
+    """One table row: a library's median and lowest time on a workload.
+
+    ``seconds`` (the median over the rounds), ``gflops``, ``peak_fraction``
+    and ``ratio`` are the headline figures; ``seconds_min`` and
+    ``ratio_min`` are the same from the lowest times.
+    """
 
     workload: str
     library: str
     dtype: str
-    seconds: float
-    gflops: float
+    seconds: float  # median over the rounds
+    gflops: float  # from the median
     peak_fraction: float | None = None  # of the GEMM peak in ``dtype``
-    ratio: float | None = None  # cbp seconds / this library's seconds
+    ratio: float | None = None  # cbp's median seconds / this library's
     extra: dict = field(default_factory=dict)
+    seconds_min: float | None = None  # lowest over the rounds
+    ratio_min: float | None = None  # cbp's lowest seconds / this library's
 
 
-def add_ratios(rows):
-    """Fill ``ratio`` (cbp's time over each peer's) where cbp was measured."""
-    cbp_seconds = {r.workload: r.seconds for r in rows if r.library == "cbp"}
+def add_ratios(rows, reference="cbp"):
+    """Fill ``ratio`` and ``ratio_min`` (the reference's time over each other row's)."""
+    medians = {r.workload: r.seconds for r in rows if r.library == reference}
+    mins = {r.workload: r.seconds_min for r in rows if r.library == reference}
     for row in rows:
-        if row.library != "cbp" and row.workload in cbp_seconds:
-            row.ratio = cbp_seconds[row.workload] / row.seconds
+        if row.library != reference and row.workload in medians:
+            row.ratio = medians[row.workload] / row.seconds
+            row.ratio_min = mins[row.workload] / row.seconds_min
     return rows
 
 
 def measure_training(workload, libraries, args):
-    """Seconds per epoch of every library on a training workload."""
+    """Median and min seconds per epoch of every library on a training workload."""
     epochs = args.epochs * workload.epoch_scale
-    timings = best_of_rounds(
+    timings = all_rounds(
         libraries,
         args.rounds,
         lambda lib: lib.epoch_timings(workload, epochs),
         args.pause,
     )
-    best = {name: marginal_epoch(short, long, epochs) for name, (short, long) in timings.items()}
     flops = train_flops(workload.layer_sizes, workload.X.shape[0])
-    rows = [
-        Row(workload.name, name, workload.dtype_name, seconds, flops / seconds / 1e9)
-        for name, seconds in best.items()
-    ]
+    rows = []
+    for name, fits in timings.items():
+        median, lowest = epoch_median_and_min(fits, epochs)
+        rows.append(Row(workload.name, name, workload.dtype_name, median,
+                        flops / median / 1e9, seconds_min=lowest))
     return add_ratios(rows)
 
 
 def measure_prediction(workload, libraries, args):
     """Seconds and traced peak memory of ``predict_proba`` on the training images."""
+    libraries = [lib for lib in libraries if lib.predicts]
     models = {lib.name: lib.fit(workload, 1)[0] for lib in libraries}
     X = workload.X
-    best = best_of_rounds(
+    calls = all_rounds(
         libraries,
         args.rounds,
         lambda lib: _timed(lambda: lib.predict_proba(models[lib.name], X)),
@@ -502,14 +779,59 @@ def measure_prediction(workload, libraries, args):
     flops = forward_flops(workload.layer_sizes, X.shape[0])
     rows = []
     for lib in libraries:
-        seconds = best[lib.name]
-        row = Row(workload.name, lib.name, workload.dtype_name, seconds,
-                  flops / seconds / 1e9)
+        median, lowest = median_and_min(calls[lib.name])
+        row = Row(workload.name, lib.name, workload.dtype_name, median,
+                  flops / median / 1e9, seconds_min=lowest)
         if lib.traces_memory:
             model = models[lib.name]
             row.extra["peak_mib"] = peak_traced_mib(lambda: lib.predict_proba(model, X))
         rows.append(row)
     return add_ratios(rows)
+
+
+def spin(started):
+    """Set ``started``, then loop forever: the other work of a busy machine."""
+    started.set()
+    while True:
+        pass
+
+
+def busy_libraries(libraries):
+    """The selected cbp (default ``n_jobs`` and ``n_jobs=1``), scikit-learn and torch."""
+    chosen = []
+    for lib in libraries:
+        if lib.name == "cbp":
+            params = {k: v for k, v in lib.extra_params.items() if k != "n_jobs"}
+            chosen.append(EstimatorLibrary("cbp", lib.classifier, lib.regressor, params))
+            if "n_jobs" in lib.classifier().get_params():
+                chosen.append(EstimatorLibrary("cbp n_jobs=1", lib.classifier,
+                                               lib.regressor, {**params, "n_jobs": 1}))
+        elif lib.name in ("sklearn", "torch"):
+            chosen.append(lib)
+    return chosen
+
+
+def measure_busy(workload, libraries, args):
+    """Seconds per epoch, as :func:`measure_training`, beside one spinning process.
+
+    The spinner is a separate process on no particular core, as another
+    user's job would be: it shows what a library's threads lose when one of
+    the cores they count on is taken. ``spawn`` starts it clean (no copy of
+    this process's thread pools).
+    """
+    context = multiprocessing.get_context("spawn")
+    started = context.Event()
+    spinner = context.Process(target=spin, args=(started,), daemon=True)
+    spinner.start()
+    try:
+        # the spawned interpreter imports this module first: time nothing
+        # until it spins
+        if not started.wait(timeout=120):
+            raise RuntimeError("the spinning process did not start within 120 s")
+        return measure_training(workload, busy_libraries(libraries), args)
+    finally:
+        spinner.kill()
+        spinner.join()
 
 
 def measure_fit_memory(workload, libraries):
@@ -630,9 +952,11 @@ def _fmt_ratio(ratio):
 
 
 def training_table(rows):
-    headers = ["workload", "library", "s/epoch", "cbp/peer", "GFLOP/s", "% of GEMM peak"]
+    headers = ["workload", "library", "s/epoch median", "min", "cbp/peer median",
+               "min", "GFLOP/s", "% of GEMM peak"]
     body = [
-        [r.workload, r.library, _fmt_seconds(r.seconds), _fmt_ratio(r.ratio),
+        [r.workload, r.library, _fmt_seconds(r.seconds), _fmt_seconds(r.seconds_min),
+         _fmt_ratio(r.ratio), _fmt_ratio(r.ratio_min),
          f"{r.gflops:.1f}", f"{100 * r.peak_fraction:.1f}"]
         for r in rows
     ]
@@ -640,13 +964,14 @@ def training_table(rows):
 
 
 def prediction_table(rows):
-    headers = ["workload", "library", "s/call", "cbp/peer", "GFLOP/s",
-               "% of GEMM peak", "peak extra MiB"]
+    headers = ["workload", "library", "s/call median", "min", "cbp/peer median",
+               "min", "GFLOP/s", "% of GEMM peak", "peak extra MiB"]
     body = []
     for r in rows:
         mib = r.extra.get("peak_mib")
         body.append(
-            [r.workload, r.library, _fmt_seconds(r.seconds), _fmt_ratio(r.ratio),
+            [r.workload, r.library, _fmt_seconds(r.seconds), _fmt_seconds(r.seconds_min),
+             _fmt_ratio(r.ratio), _fmt_ratio(r.ratio_min),
              f"{r.gflops:.1f}", f"{100 * r.peak_fraction:.1f}",
              "n/a" if mib is None else f"{mib:.1f}"]
         )
@@ -689,10 +1014,15 @@ SECTIONS = (
     ("train", "Training", "Seconds per epoch of Adam, batch 200", training_table),
     ("predict", "Inference", "predict_proba on the training images", prediction_table),
     ("memory", "Memory", "Peak traced memory of one 1-epoch fit", memory_table),
+    ("busy", "Busy machine", "Seconds per epoch beside one spinning process",
+     training_table),
 )
 
 READING_NOTE = (
-    "cbp/peer is cbp's time divided by the peer's: below 1 cbp is faster. "
+    "Each figure is the median (and the min) over the rounds. "
+    "cbp/peer is cbp's time divided by the peer's: below 1 cbp is faster; "
+    "against gemm-only it is cbp's epoch over the epoch's GEMMs alone, and "
+    "against 'cbp n_jobs=1' cbp's default threads over one thread. "
     "% of GEMM peak compares achieved GFLOP/s with a large numpy matmul in the "
     "workload's dtype (sgemm for float32, dgemm for float64) on the same threads."
 )
@@ -749,14 +1079,16 @@ def render_rst(results):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3, help="best of N rounds (3)")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="rounds, alternating libraries; median and min reported (5)")
     parser.add_argument("--epochs", type=int, default=2, help="epochs per fit (2)")
     parser.add_argument("--threads", type=int, default=available_cores(),
                         help="threads for every library (default: all cores)")
     parser.add_argument("--only", default=",".join(WORKLOAD_NAMES),
                         help="comma-separated workloads: " + ", ".join(WORKLOAD_NAMES))
     parser.add_argument("--libs", default=",".join(ALL_LIBRARIES),
-                        help="comma-separated libraries (default: cbp,sklearn,torch)")
+                        help="comma-separated libraries: " + ", ".join(ALL_LIBRARIES)
+                        + " (default: all; missing ones are skipped with a note)")
     parser.add_argument("--pause", type=float, default=None,
                         help="seconds to sleep before each timing so that idle "
                         "BLAS/OpenMP threads stop spinning (0.5; 0.2 with --quick)")
@@ -810,6 +1142,8 @@ def run_workload(workload, libraries, args, results):
         results["train"] += measure_training(workload, libraries, args)
     elif workload.kind == "predict":
         results["predict"] += measure_prediction(workload, libraries, args)
+    elif workload.kind == "busy":
+        results["busy"] += measure_busy(workload, libraries, args)
     else:
         results["memory"] += measure_fit_memory(workload, libraries)
 
@@ -825,7 +1159,7 @@ def run_benchmarks(args):
         print(note, flush=True)
     notes += lib_notes
     workloads = build_workloads(args, notes)
-    results = {"train": [], "predict": [], "memory": [], "notes": notes,
+    results = {"train": [], "predict": [], "memory": [], "busy": [], "notes": notes,
                "workloads": [w.describe() for w in workloads]}
     dtypes = sorted({w.dtype_name for w in workloads})
     with threadpool_limits(limits=args.threads):
@@ -837,7 +1171,7 @@ def run_benchmarks(args):
         # value, in case a busy moment of the machine spoilt the first one.
         again = measure_gemm_peaks(dtypes, args.quick)
     results["gemm_peak_gflops"] = {d: max(peaks[d], again[d]) for d in dtypes}
-    for row in results["train"] + results["predict"]:
+    for row in results["train"] + results["predict"] + results["busy"]:
         row.peak_fraction = row.gflops / results["gemm_peak_gflops"][row.dtype]
     return results
 
@@ -852,7 +1186,7 @@ def write_outputs(results, args):
     if args.json != "-":
         serialisable = {"source": f"python benchmarks/run.py, {results['machine']['date']}"}
         serialisable.update(results)
-        for key in ("train", "predict"):
+        for key in ("train", "predict", "busy"):
             serialisable[key] = [asdict(r) for r in results[key]]
         output = Path(args.json)
         output.parent.mkdir(parents=True, exist_ok=True)

@@ -42,6 +42,10 @@ from run import (  # noqa: E402  (after the path set-up)
 )
 
 
+# the libraries whose threads --threads binds (XLA sizes JAX's pool itself)
+SCALING_LIBRARIES = ("cbp", "sklearn", "torch")
+
+
 def default_thread_counts():
     """Powers of two up to the number of cores, plus the core count itself."""
     cores = available_cores()
@@ -60,9 +64,11 @@ def parse_args(argv=None):
                         help="comma-separated thread counts, e.g. 1,2,4,8,16 "
                         "(default: powers of two up to the core count)")
     parser.add_argument("--epochs", type=int, default=1, help="epochs per fit (1)")
-    parser.add_argument("--rounds", type=int, default=3, help="best of N rounds (3)")
-    parser.add_argument("--libs", default=",".join(ALL_LIBRARIES),
-                        help="comma-separated libraries (default: cbp,sklearn,torch)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds per thread count; the median is reported (3)")
+    parser.add_argument("--libs", default=",".join(SCALING_LIBRARIES),
+                        help="comma-separated libraries, of " + ", ".join(ALL_LIBRARIES)
+                        + " (default: " + ",".join(SCALING_LIBRARIES) + ")")
     parser.add_argument("--quick", action="store_true", help="small data (smoke test)")
     parser.add_argument("--mnist", default=None, help="path to mnist.npz (see run.py)")
     parser.add_argument("--peer-as-cbp", action="store_true",

@@ -1,0 +1,118 @@
+"""The benchmark script runs end to end and reports what it measured.
+
+Each run is a ``--quick`` smoke run in a subprocess from a temporary
+directory, checked through its JSON; nothing asserts on timings.
+"""
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+RUN = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
+# no sleep between timings, one short epoch: the figures only need to exist
+FAST = ["--quick", "--rounds", "2", "--epochs", "1", "--pause", "0", "--output", "-"]
+
+
+def run_benchmarks(tmp_path, *args, blocked=()):
+    """Run ``benchmarks/run.py`` with ``args`` from ``tmp_path``; return its JSON.
+
+    ``blocked`` names modules that cannot be imported in the run, as if they
+    were not installed.
+    """
+    out = tmp_path / "results.json"
+    argv = [str(RUN), *FAST, *args, "--json", str(out)]
+    # A finder ahead of the others refuses the blocked names. (None in
+    # sys.modules would too, but libraries probing sys.modules for torch,
+    # such as scipy's array API helpers, take that for the module.)
+    code = (
+        "import runpy, sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name.split('.')[0] in {list(blocked)!r}:\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r} (blocked)')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        f"sys.argv = {argv!r}\n"
+        f"runpy.run_path({str(RUN)!r}, run_name='__main__')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(out.read_text())
+
+
+def rows_by_library(rows):
+    return {row["library"]: row for row in rows}
+
+
+def assert_positive_figures(row):
+    for key in ("seconds", "seconds_min", "gflops", "peak_fraction"):
+        assert math.isfinite(row[key]) and row[key] > 0, (key, row)
+
+
+def load_run_module():
+    spec = importlib.util.spec_from_file_location("bench_run", RUN)
+    module = importlib.util.module_from_spec(spec)
+    # dataclasses look their module up in sys.modules while it executes
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[spec.name]
+    return module
+
+
+def test_training_rows_have_median_min_and_gemm_only_ratio(tmp_path):
+    results = rows_by_library(
+        run_benchmarks(tmp_path, "--only", "regression",
+                       "--libs", "cbp,sklearn,gemm-only")["train"]
+    )
+    assert set(results) == {"cbp", "sklearn", "gemm-only"}
+    for row in results.values():
+        assert row["workload"] == "regression"
+        assert_positive_figures(row)
+    cbp, gemm = results["cbp"], results["gemm-only"]
+    assert cbp["ratio"] is None
+    # gemm-only's ratio is cbp's epoch over the GEMM-only epoch
+    assert gemm["ratio"] == pytest.approx(cbp["seconds"] / gemm["seconds"])
+    assert gemm["ratio_min"] == pytest.approx(cbp["seconds_min"] / gemm["seconds_min"])
+    # the GEMM-only epoch is timed whole (no 1-epoch fit to subtract)
+    assert gemm["seconds_min"] <= gemm["seconds"]
+
+
+def test_missing_peers_are_skipped_with_a_note(tmp_path):
+    results = run_benchmarks(
+        tmp_path, "--only", "regression", "--libs", "gemm-only,jax,torch,torch.compile",
+        blocked=("jax", "torch"),
+    )
+    assert [row["library"] for row in results["train"]] == ["gemm-only"]
+    notes = " ".join(results["notes"])
+    for name in ("jax", "torch", "torch.compile"):
+        assert f"{name} skipped: cannot import" in notes
+
+
+def test_busy_scenario_reports_cbp_default_over_one_thread(tmp_path, mnist_path):
+    results = run_benchmarks(tmp_path, "--only", "busy", "--mnist", str(mnist_path),
+                             "--libs", "cbp,sklearn")
+    assert results["train"] == []
+    busy = rows_by_library(results["busy"])
+    assert set(busy) == {"cbp", "cbp n_jobs=1", "sklearn"}
+    for row in busy.values():
+        assert row["workload"] == "busy"
+        assert_positive_figures(row)
+    one = busy["cbp n_jobs=1"]
+    assert one["ratio"] == pytest.approx(busy["cbp"]["seconds"] / one["seconds"])
+    assert "beside one spinning process" in " ".join(results["workloads"])
+
+
+def test_epoch_median_is_per_round_and_min_is_from_the_best_fits():
+    run = load_run_module()
+    # rounds of (1-epoch fit, 1+2-epoch fit): per-round epochs 1.0, 0.5, 2.0
+    fits = [(1.0, 3.0), (2.0, 3.0), (1.5, 5.5)]
+    median, lowest = run.epoch_median_and_min(fits, 2)
+    assert median == pytest.approx(1.0)
+    assert lowest == pytest.approx((3.0 - 1.0) / 2)
