@@ -318,14 +318,24 @@ class TorchLibrary:
             batch = order[start : start + BATCH_SIZE]
             step(X[batch], y[batch])
 
+    #: untimed epochs run first (a compiled step compiles in them)
+    warmup_epochs = 0
+
+    def _reset(self):
+        """Called at the start of every fit, before its model is built."""
+
     def fit(self, workload, epochs):
-        """Train for ``epochs`` epochs; return the model and the seconds taken."""
+        """Train for ``warmup_epochs`` untimed, then ``epochs`` timed epochs;
+        return the model and the seconds the timed ones took."""
+        self._reset()
         self.torch.manual_seed(0)
         model = self._model(workload)
         optimizer = self._optimizer(model)
         X, y, loss_fn = self._tensors(workload)
         step = self._step(model, optimizer, loss_fn)
         generator = self.torch.Generator().manual_seed(0)
+        for _ in range(self.warmup_epochs):
+            self._epoch(step, X, y, generator)
         start = time.perf_counter()
         for _ in range(epochs):
             self._epoch(step, X, y, generator)
@@ -351,27 +361,16 @@ class TorchCompileLibrary(TorchLibrary):
 
     name = "torch.compile"
     predicts = False  # inference is the eager peer's business
+    warmup_epochs = 1
 
     def _step(self, model, optimizer, loss_fn):
         return self.torch.compile(super()._step(model, optimizer, loss_fn))
 
-    def fit(self, workload, epochs):
-        """Compile during one untimed epoch, then time ``epochs`` warm epochs."""
+    def _reset(self):
         # Every fit builds a fresh model: without a reset the compiled code
         # of the earlier ones would pile up until dynamo's recompile limit,
         # past which it silently falls back to eager execution.
         self.torch._dynamo.reset()
-        self.torch.manual_seed(0)
-        model = self._model(workload)
-        optimizer = self._optimizer(model)
-        X, y, loss_fn = self._tensors(workload)
-        step = self._step(model, optimizer, loss_fn)
-        generator = self.torch.Generator().manual_seed(0)
-        self._epoch(step, X, y, generator)
-        start = time.perf_counter()
-        for _ in range(epochs):
-            self._epoch(step, X, y, generator)
-        return model, time.perf_counter() - start
 
 
 class JaxLibrary:
