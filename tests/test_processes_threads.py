@@ -493,7 +493,8 @@ def test_fit_inside_joblib_threading_backend_matches_serial():
 # ---------------------------------------------------------------------------
 # Signals.
 
-_SIGINT_THREAD_SCRIPT = """
+# the start of both scripts: data, and the BLAS thread counts before the fit
+_SIGNAL_PREAMBLE = """
 import os, signal, threading, warnings
 import numpy as np, threadpoolctl
 from cbp import MLPClassifier
@@ -503,6 +504,9 @@ X = rng.standard_normal((2000, 20)); y = (X[:, 0] > 0).astype(int)
 blas = lambda: [d["num_threads"] for d in threadpoolctl.threadpool_info()
                 if d["user_api"] == "blas"]
 before = blas()
+"""
+
+_SIGINT_THREAD_SCRIPT = _SIGNAL_PREAMBLE + """
 started = threading.Event()
 est = MLPClassifier(hidden_layer_sizes=(50,), max_iter=6, n_jobs=2,
                     tol=0, n_iter_no_change=100, random_state=0,
@@ -527,16 +531,7 @@ def test_ctrl_c_while_a_thread_fits_interrupts_the_main_thread_only(tmp_path):
     assert _run_child(_SIGINT_THREAD_SCRIPT, tmp_path).split() == ["6", "True"]
 
 
-_SIGTERM_SCRIPT = """
-import os, signal, warnings
-import numpy as np, threadpoolctl
-from cbp import MLPClassifier
-warnings.simplefilter("ignore")
-rng = np.random.RandomState(0)
-X = rng.standard_normal((2000, 20)); y = (X[:, 0] > 0).astype(int)
-blas = lambda: [d["num_threads"] for d in threadpoolctl.threadpool_info()
-                if d["user_api"] == "blas"]
-before = blas()
+_SIGTERM_SCRIPT = _SIGNAL_PREAMBLE + """
 def on_term(signum, frame):
     raise SystemExit("terminated")
 signal.signal(signal.SIGTERM, on_term)
