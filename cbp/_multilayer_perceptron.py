@@ -6,7 +6,6 @@ whole epochs (or, for lbfgs, whole-batch loss/gradient evaluations) to the
 compiled core in :mod:`cbp._core`. They never loop over samples.
 """
 
-import contextlib
 import threading
 import warnings
 from abc import ABC, abstractmethod
@@ -29,7 +28,6 @@ from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state, column_or_1d
 from sklearn.utils._param_validation import HasMethods, Interval, Options, StrOptions
 from sklearn.utils.class_weight import compute_sample_weight
-from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import (
