@@ -8,8 +8,8 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 from . import _core
 from ._multilayer_perceptron import (
     BaseMultilayerPerceptron,
-    _block_rows,
     _core_input,
+    _loss_grad_workspace,
     _n_threads,
     _SingleThreadedBLAS,
 )
@@ -59,19 +59,16 @@ class _Objective:
         units = self.args[0]
         # forward-compatible with layouts that carry extra trainable
         # parameters (their workspace and core options come with them)
-        ws_kw = {"prelu": True} if getattr(self.layout, "prelu", False) else {}
+        prelu = bool(getattr(self.layout, "prelu", False))
         self.options = est._core_options() if hasattr(est, "_core_options") else {}
         if hasattr(est, "_loss_options"):
             self.options.update(est._loss_options())  # Huber's threshold
         n_rows = X.shape[0]
         # sparse X goes to the core as CSR (X=None, X_csr=...)
         self.X, x_csr = _core_input(X, X.dtype)
-        if x_csr:
-            self.options.update(x_csr)
-            ws_kw["sparse"] = True
-        self.rows = _block_rows(n_rows, _core.train_workspace_size(units, 1, **ws_kw))
-        self.work = np.empty(
-            _core.train_workspace_size(units, self.rows, **ws_kw), dtype=X.dtype
+        self.options.update(x_csr)
+        self.rows, self.work = _loss_grad_workspace(
+            units, n_rows, X.dtype, prelu=prelu, sparse=bool(x_csr)
         )
         self.alpha = float(est.alpha)
         self.n_threads = _n_threads(est.n_jobs)

@@ -219,6 +219,18 @@ def _block_rows(n_samples, width):
     return int(max(1, min(rows, n_samples)))
 
 
+def _loss_grad_workspace(units, n_samples, dtype, prelu=False, sparse=False):
+    """``(rows, work)`` for :func:`cbp._core.loss_grad` over ``n_samples``
+    rows: the block size (see :func:`_block_rows`) and a workspace of
+    ``dtype`` sized for it."""
+    width = _core.train_workspace_size(units, 1, prelu=prelu, sparse=sparse)
+    rows = _block_rows(n_samples, width)
+    work = np.empty(
+        _core.train_workspace_size(units, rows, prelu=prelu, sparse=sparse), dtype=dtype
+    )
+    return rows, work
+
+
 class _Layout:
     """Shapes of a network and where its arrays sit in the flat vector.
 
@@ -874,12 +886,8 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
         layout = self._layout()
         n_samples = X.shape[0]
         X, x_csr = _core_input(X, theta.dtype)
-        sparse = X is None
-        width = _core.train_workspace_size(units, 1, prelu=layout.prelu, sparse=sparse)
-        rows = _block_rows(n_samples, width)
-        work = np.empty(
-            _core.train_workspace_size(units, rows, prelu=layout.prelu, sparse=sparse),
-            dtype=theta.dtype,
+        rows, work = _loss_grad_workspace(
+            units, n_samples, theta.dtype, prelu=layout.prelu, sparse=X is None
         )
         grad = np.empty_like(theta)
         alpha = self._l2_alpha
@@ -1488,14 +1496,9 @@ class _HeldOutLoss:
         self.Y = np.ascontiguousarray(Y, dtype=theta.dtype)
         self.sw = np.ascontiguousarray(sw, dtype=theta.dtype)
         self.weightless = not self.sw.any()
-        sparse = self.X is None
-        width = _core.train_workspace_size(layout.units, 1, prelu=layout.prelu,
-                                           sparse=sparse)
-        self.rows = _block_rows(self.Y.shape[0], width)
-        self.work = np.empty(
-            _core.train_workspace_size(layout.units, self.rows, prelu=layout.prelu,
-                                       sparse=sparse),
-            dtype=theta.dtype,
+        self.rows, self.work = _loss_grad_workspace(
+            layout.units, self.Y.shape[0], theta.dtype, prelu=layout.prelu,
+            sparse=self.X is None,
         )
         # loss_grad also returns the gradient: a buffer it writes, unused
         self.grad = np.empty_like(theta)
