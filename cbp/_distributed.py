@@ -32,9 +32,10 @@ mostly lie in one shard: correct, but without parallel speed-up.
 
 Why Python between the core calls
 ---------------------------------
-Each batch is three calls: ``_core.batch_loss_grad`` (forward, backward
-and gradient of the rank's rows, without the GIL), ``Allreduce`` through
-mpi4py, and ``_core.optimizer_step``. Calling MPI from the Cython core
+Each batch is three calls: ``Network.batch_grad`` (forward, backward and
+gradient of the rank's rows, without the GIL), ``Allreduce`` through
+mpi4py, and ``Network.step``: the batch step of a single-process epoch,
+with the allreduce between its gradient and its update. Calling MPI from the Cython core
 through mpi4py's C API would need the MPI headers at build time, making
 every build of cbp depend on MPI; the Python round trip costs a few tens
 of microseconds per batch (``benchmarks/mpi_scaling.py --overhead``
@@ -146,7 +147,7 @@ class DataParallelEpochs:
         self.offset = int(counts[: self.rank].sum())
         self.n_samples = int(counts.sum())
         self.n_local = n_local
-        self.X, self.Y, self.sw = X, Y, sw
+        self.data = _core.Input(X, Y, sw)
         dtype = theta.dtype
         # every rank knows every sample weight: batch weight sums are local
         self.sw_all = np.empty(self.n_samples, dtype=dtype)
@@ -158,62 +159,57 @@ class DataParallelEpochs:
         # counting ranks whose batch loss was not finite
         self.buffer = np.empty(theta.shape[0] + 1, dtype=dtype)
         self.grad = self.buffer[:-1]
-        self.work = np.empty(
-            _core.train_workspace_size(units, max(1, min(self.batch_size, n_local))),
-            dtype=dtype,
-        )
         self._in_place = MPI.IN_PLACE
         comm.Bcast(theta, root=0)
 
-    def epoch(self, theta, optimizer, order, core_args, alpha, momentum,
-              nesterov, beta_1, beta_2, epsilon):
-        """Train one epoch; same returns as ``_core.train_epoch``.
+    def epoch(self, network, theta, order, alpha, dropout_row0):
+        """Train one epoch of ``network`` (its optimizer set); same returns
+        as :meth:`cbp._core.Network.epoch` but the rows trained on.
 
         ``order`` is the global order (None: no shuffle); rank 0's is used.
+        Each global batch runs the batch step of a single-process epoch:
+        :meth:`~cbp._core.Network.batch_grad` of this rank's rows of the
+        batch (scaled by the whole batch's weight), the allreduce, and
+        :meth:`~cbp._core.Network.step`. Dropout masks are keyed to each
+        row's place in the global order, as a single process keys them.
         """
         comm = self.comm
-        units, offsets, hidden_act, out_act = core_args
         n, B, off = self.n_samples, self.batch_size, self.offset
         if order is not None:
             comm.Bcast(order, root=0)
         n_batches = -(-n // B)
         sw_sums = np.empty(n_batches, dtype=np.float64)
         _core.batch_weight_sums(self.sw_all, order, B, sw_sums)
-        # this rank's rows of each batch, in the batch's order
+        # this rank's rows of each batch, in the batch's order, and their
+        # places in the global order
         glob = np.arange(n, dtype=np.intp) if order is None else order
         pos = np.flatnonzero((glob >= off) & (glob < off + self.n_local))
         local_rows = np.ascontiguousarray(glob[pos] - off, dtype=np.intp)
+        pos = np.ascontiguousarray(pos, dtype=np.intp)
         edges = np.minimum(np.arange(n_batches + 1, dtype=np.intp) * B, n)
         bounds = np.searchsorted(pos, edges)
 
-        solver = _core.SOLVERS[optimizer.solver]
-        lr = optimizer.learning_rate
-        grad, buffer, work, nt = self.grad, self.buffer, self.work, self.n_threads
-        X, Y, sw = self.X, self.Y, self.sw
+        grad, buffer, data = self.grad, self.buffer, self.data
         in_place = self._in_place
-        s1, s2, step = optimizer.state_1, optimizer.state_2, optimizer.step
         sum_data = sum_penalty = 0.0
         status = _core.STATUS_OK
         for j in range(n_batches):
             sw_sum = sw_sums[j]
             if sw_sum <= 0:
                 continue  # weightless batches carry no gradient (all ranks)
-            rows = local_rows[bounds[j] : bounds[j + 1]]
-            data = _core.batch_loss_grad(
-                theta, grad, X, Y, sw, rows, 1.0 / sw_sum, units, offsets,
-                hidden_act, out_act, work, nt,
+            b0, b1 = bounds[j], bounds[j + 1]
+            data_sum = network.batch_grad(
+                theta, grad, data, local_rows[b0:b1], 1.0 / sw_sum,
+                positions=pos[b0:b1], dropout_row0=dropout_row0,
             )
-            buffer[-1] = 0.0 if math.isfinite(data) else 1.0
+            buffer[-1] = 0.0 if math.isfinite(data_sum) else 1.0
             comm.Allreduce(in_place, buffer)
             if buffer[-1] != 0:
                 status = _core.STATUS_NONFINITE_LOSS
                 break
-            sq = _core.optimizer_step(
-                theta, grad, s1, s2, units, offsets, alpha / sw_sum, solver,
-                lr, momentum, nesterov, beta_1, beta_2, epsilon, step, nt,
-            )
+            sq = network.step(theta, grad, alpha / sw_sum)
             nb = edges[j + 1] - edges[j]
-            sum_data += data / sw_sum * nb
+            sum_data += data_sum / sw_sum * nb
             sum_penalty += 0.5 * alpha * sq / sw_sum * nb
         # one reduction per epoch for the loss; rank 0's parameters and
         # totals are broadcast so that rounding in the reductions can never

@@ -9,7 +9,7 @@ from . import _core
 from ._multilayer_perceptron import (
     BaseMultilayerPerceptron,
     _core_input,
-    _loss_grad_workspace,
+    _loss_grad_rows,
     _n_threads,
     _SingleThreadedBLAS,
 )
@@ -46,40 +46,23 @@ def _prepare(estimator, X, y):
 class _Objective:
     """The full-batch objective of lbfgs, ``data_loss + penalty``, and its gradient.
 
-    Calls :func:`cbp._core.loss_grad` exactly as the estimators' lbfgs
+    Calls :meth:`cbp._core.Network.loss_grad` exactly as the estimators' lbfgs
     solver does, on a private copy of the parameter vector.
     """
 
     def __init__(self, est, X, Y, sw):
         self.theta = est._packed_params().astype(X.dtype, copy=True)
         self.grad = np.empty_like(self.theta)
-        self.Y, self.sw = Y, sw
         self.layout = est._layout()
-        self.args = est._core_args()
-        units = self.args[0]
-        # forward-compatible with layouts that carry extra trainable
-        # parameters (their workspace and core options come with them)
-        prelu = bool(getattr(self.layout, "prelu", False))
-        self.options = est._core_options() if hasattr(est, "_core_options") else {}
-        if hasattr(est, "_loss_options"):
-            self.options.update(est._loss_options())  # Huber's threshold
-        n_rows = X.shape[0]
-        # sparse X goes to the core as CSR (X=None, X_csr=...)
-        self.X, x_csr = _core_input(X, X.dtype)
-        self.options.update(x_csr)
-        self.rows, self.work = _loss_grad_workspace(
-            units, n_rows, X.dtype, prelu=prelu, sparse=bool(x_csr)
-        )
+        self.network = est._network(X.dtype)
+        self.data = _core_input(X, X.dtype, Y, sw)
+        self.rows = _loss_grad_rows(self.network, self.data)
         self.alpha = float(est.alpha)
-        self.n_threads = _n_threads(est.n_jobs)
 
     def __call__(self):
         """Objective at ``self.theta``; the gradient lands in ``self.grad``."""
-        units, offsets, hidden_act, out_act = self.args
-        data, penalty = _core.loss_grad(
-            self.theta, self.grad, self.X, self.Y, self.sw, units, offsets,
-            hidden_act, out_act, self.alpha, self.work, self.rows, self.n_threads,
-            **self.options,
+        data, penalty = self.network.loss_grad(
+            self.theta, self.grad, self.data, self.alpha, self.rows
         )
         return float(data) + float(penalty)
 
@@ -114,7 +97,7 @@ def check_gradients(
     ``data_loss + penalty`` with
     ``data_loss = sum_i sw_i * loss_i / sw_sum`` and
     ``penalty = 0.5 * alpha * ||W||² / sw_sum``; its gradient comes from
-    :func:`cbp._core.loss_grad`, the same call the lbfgs solver makes. Each
+    :meth:`cbp._core.Network.loss_grad`, the same call the lbfgs solver makes. Each
     checked parameter ``theta_j`` is moved by ``± h_j`` with
     ``h_j = eps * max(1, |theta_j|)`` and the central difference
     ``(f(theta + h_j e_j) - f(theta - h_j e_j)) / (2 h_j)`` is compared

@@ -219,16 +219,13 @@ def _block_rows(n_samples, width):
     return int(max(1, min(rows, n_samples)))
 
 
-def _loss_grad_workspace(units, n_samples, dtype, prelu=False, sparse=False):
-    """``(rows, work)`` for :func:`cbp._core.loss_grad` over ``n_samples``
-    rows: the block size (see :func:`_block_rows`) and a workspace of
-    ``dtype`` sized for it."""
-    width = _core.train_workspace_size(units, 1, prelu=prelu, sparse=sparse)
-    rows = _block_rows(n_samples, width)
-    work = np.empty(
-        _core.train_workspace_size(units, rows, prelu=prelu, sparse=sparse), dtype=dtype
+def _loss_grad_rows(network, data):
+    """Rows per block of :meth:`cbp._core.Network.loss_grad` over ``data``
+    (see :func:`_block_rows`): its workspace per row is the width."""
+    width = _core.train_workspace_size(
+        network.units, 1, prelu=network.prelu, sparse=data.sparse
     )
-    return rows, work
+    return _block_rows(data.n_samples, width)
 
 
 class _Layout:
@@ -637,14 +634,18 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
     # ------------------------------------------------------------------
     # Fitting.
 
-    def _core_args(self):
-        """Layer widths, offsets and activation codes, as the core takes them."""
+    def _network(self, dtype, n_threads=None):
+        """The core's network of this estimator: its layer widths, codes,
+        their parameters and threads (``n_jobs``, unless ``n_threads``)."""
         layout = self._layout()
-        return (
+        return _core.Network(
             layout.units,
-            layout.offsets,
             _core.HIDDEN_ACTIVATIONS[self.activation],
             self._output_code(),
+            dtype,
+            **self._core_options(),
+            **self._loss_options(),
+            n_threads=_n_threads(self.n_jobs) if n_threads is None else n_threads,
         )
 
     def _class_sample_weight(self, y, incremental):
@@ -678,7 +679,7 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
 
     def _core_options(self):
         """Keyword arguments of the core's entry points beyond the layout."""
-        return {"act_param": float(self.leaky_relu_slope)}
+        return {"activation_param": float(self.leaky_relu_slope)}
 
     def _loss_options(self):
         """Keyword arguments of the core's training entry points for the loss."""
@@ -882,17 +883,12 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
 
     def _fit_lbfgs(self, X, Y, sw, tasks):
         theta = self._theta
-        units, offsets, hidden_act, out_act = self._core_args()
         layout = self._layout()
-        n_samples = X.shape[0]
-        X, x_csr = _core_input(X, theta.dtype)
-        rows, work = _loss_grad_workspace(
-            units, n_samples, theta.dtype, prelu=layout.prelu, sparse=X is None
-        )
+        network = self._network(theta.dtype)
+        data = _core_input(X, theta.dtype, Y, sw)
+        rows = _loss_grad_rows(network, data)
         grad = np.empty_like(theta)
         alpha = self._l2_alpha
-        n_threads = _n_threads(self.n_jobs)
-        options = {**self._core_options(), **self._loss_options(), **x_csr}
 
         # the evaluated point with the lowest finite loss (the start, until
         # one is lower): kept when the loss becomes NaN/inf or on Ctrl-C
@@ -904,10 +900,7 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
             # the core's (data loss, penalty) at theta, gradient into grad:
             # every evaluation goes through here, so none can leave out an
             # option of the fit
-            return _core.loss_grad(
-                theta, grad, X, Y, sw, units, offsets, hidden_act, out_act,
-                alpha, work, rows, n_threads, **options,
-            )
+            return network.loss_grad(theta, grad, data, alpha, rows)
 
         def loss_grad(x):
             theta[:] = x
@@ -987,7 +980,7 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
         theta = self._theta
         dtype = theta.dtype
         n_params = theta.shape[0]
-        units, offsets, hidden_act, out_act = self._core_args()
+        units = self._layout().units
 
         optimizer = getattr(self, "_optimizer", None)
         if (
@@ -1061,27 +1054,32 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
             batch_size = int(np.clip(self.batch_size, 1, n_samples))
         sample_idx = np.arange(n_samples, dtype=np.intp)
 
-        solver_code = _core.SOLVERS[self.solver]
-        options = {**self._core_options(), **self._loss_options()}
         if data_parallel is None:
-            X_train, x_csr = _core_input(X_train, dtype)
-            options.update(x_csr)
-            work = np.empty(
-                _core.train_workspace_size(
-                    units, batch_size, prelu=self._layout().prelu, sparse=X_train is None
-                ),
-                dtype=dtype,
-            )
-            grad = np.empty_like(theta)
-            n_threads = _n_threads(self.n_jobs)
-        dropout = self._dropout_rates
-        if dropout is not None:
+            network = self._network(dtype)
+            train_data = _core_input(X_train, dtype, Y_train, sw_train)
+        else:
+            network = self._network(dtype, data_parallel.n_threads)
+        network.set_optimizer(
+            _core.SOLVERS[self.solver],
+            optimizer.state_1,
+            optimizer.state_2,
+            optimizer.step,
+            learning_rate=optimizer.learning_rate,
+            momentum=float(self.momentum),
+            nesterov=bool(self.nesterovs_momentum),
+            beta_1=float(self.beta_1),
+            beta_2=float(self.beta_2),
+            epsilon=float(self.epsilon),
+            rho=float(self.rho),
+            weight_decay=float(self.weight_decay),
+        )
+        if self._dropout_rates is not None:
             # the masks' key; each epoch's rows are counted from t_ on, so
             # every epoch (and partial_fit call) draws new masks
             self._dropout_seed = int(
                 self._random_state.randint(np.iinfo(np.int64).max, dtype=np.int64)
             )
-            options.update(dropout=dropout, dropout_seed=self._dropout_seed)
+            network.set_dropout(self._dropout_rates, self._dropout_seed)
 
         # theta before each epoch, to go back to if the epoch diverges
         epoch_start = np.empty_like(theta)
@@ -1098,30 +1096,20 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
                 else:
                     order = None
                 tasks.epoch_begin()
+                network.learning_rate = optimizer.learning_rate
                 if data_parallel is not None:
                     epoch_start[:] = theta
                     sum_data, sum_penalty, status = data_parallel.epoch(
-                        theta, optimizer, order, (units, offsets, hidden_act, out_act),
-                        self._l2_alpha, float(self.momentum),
-                        bool(self.nesterovs_momentum), float(self.beta_1),
-                        float(self.beta_2), float(self.epsilon),
+                        network, theta, order, self._l2_alpha, int(self.t_)
                     )
                     if not np.isfinite(theta).all():
                         status |= _core.STATUS_NONFINITE_PARAMS
                 else:
                     # the core copies theta into epoch_start before the first
                     # step and flags non-finite weights at the end
-                    sum_data, sum_penalty, _, status = _core.train_epoch(
-                        theta, grad, optimizer.state_1, optimizer.state_2,
-                        X_train, Y_train, sw_train, order, batch_size,
-                        units, offsets, hidden_act, out_act, self._l2_alpha,
-                        solver_code, optimizer.learning_rate, float(self.momentum),
-                        bool(self.nesterovs_momentum), float(self.beta_1),
-                        float(self.beta_2), float(self.epsilon), optimizer.step,
-                        work, n_threads, rho=float(self.rho),
-                        weight_decay=float(self.weight_decay),
+                    sum_data, sum_penalty, _, status = network.epoch(
+                        theta, train_data, order, batch_size, self._l2_alpha,
                         dropout_row0=int(self.t_), theta_start=epoch_start,
-                        **options,
                     )
                 if status != _core.STATUS_OK:
                     if status & _core.STATUS_NONFINITE_PARAMS:
@@ -1421,22 +1409,15 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
         if theta.dtype != dtype:
             theta = theta.astype(dtype)
         n_samples = X.shape[0]
-        X, x_csr = _core_input(X, dtype)
-        units, offsets, hidden_act, out_act = self._core_args()
+        units = self._layout().units
         out = np.empty((n_samples, int(units[-1])), dtype=dtype)
         if n_samples == 0:
             return out
         max_width = max([int(u) for u in units[1:-1]], default=1)
         rows = _block_rows(n_samples, max_width)
-        n_threads = _n_threads(self.n_jobs)
-        work = np.empty(
-            _core.predict_workspace_size(units, rows, n_threads), dtype=dtype
-        )
+        network = self._network(dtype)
         with _SingleThreadedBLAS():
-            _core.forward(
-                theta, X, out, units, offsets, hidden_act, out_act, work, rows,
-                n_threads, **x_csr, **self._core_options(),
-            )
+            network.predict(theta, _core_input(X, dtype), out, rows)
         if check_input and not np.isfinite(out).all():
             raise ValueError(
                 "The network's output is NaN or infinite for some samples: "
@@ -1463,19 +1444,24 @@ def _reject_sparse(X, what):
         raise ValueError(f"{what} does not support sparse X yet; pass a dense array.")
 
 
-def _core_input(X, dtype):
-    """``(X, {})`` for dense X, ``(None, {"X_csr": ...})`` for sparse X:
-    the core reads CSR values, intp indices and indptr in place."""
-    if not sp.issparse(X):
-        return np.ascontiguousarray(X, dtype=dtype), {}
-    X = X.tocsr()
-    csr = (
-        np.ascontiguousarray(X.data, dtype=dtype),
-        np.ascontiguousarray(X.indices, dtype=np.intp),
-        np.ascontiguousarray(X.indptr, dtype=np.intp),
-        X.shape[1],
-    )
-    return None, {"X_csr": csr}
+def _core_input(X, dtype, Y=None, sw=None):
+    """The rows as the core reads them (:class:`cbp._core.Input`): dense X
+    C-contiguous, sparse X as CSR values, intp indices and indptr, read in
+    place; with Y and the sample weights for training."""
+    if sp.issparse(X):
+        X = X.tocsr()
+        X = (
+            np.ascontiguousarray(X.data, dtype=dtype),
+            np.ascontiguousarray(X.indices, dtype=np.intp),
+            np.ascontiguousarray(X.indptr, dtype=np.intp),
+            X.shape[1],
+        )
+    else:
+        X = np.ascontiguousarray(X, dtype=dtype)
+    if Y is not None:
+        Y = np.ascontiguousarray(Y, dtype=dtype)
+        sw = np.ascontiguousarray(sw, dtype=dtype)
+    return _core.Input(X, Y, sw)
 
 
 class _HeldOutLoss:
@@ -1490,30 +1476,21 @@ class _HeldOutLoss:
 
     def __init__(self, est, X, Y, sw):
         theta = est._theta
-        layout = est._layout()
         self.est = est
-        self.X, x_csr = _core_input(X, theta.dtype)
-        self.Y = np.ascontiguousarray(Y, dtype=theta.dtype)
-        self.sw = np.ascontiguousarray(sw, dtype=theta.dtype)
-        self.weightless = not self.sw.any()
-        self.rows, self.work = _loss_grad_workspace(
-            layout.units, self.Y.shape[0], theta.dtype, prelu=layout.prelu,
-            sparse=self.X is None,
-        )
+        self.data = _core_input(X, theta.dtype, Y, sw)
+        self.weightless = not self.data.sample_weight.any()
+        self.network = est._network(theta.dtype)
+        self.rows = _loss_grad_rows(self.network, self.data)
         # loss_grad also returns the gradient: a buffer it writes, unused
         self.grad = np.empty_like(theta)
-        self.args = est._core_args()
         # the alpha of the fit's objective, scaled with its sample weights
         self.alpha = est._l2_alpha
-        self.n_threads = _n_threads(est.n_jobs)
-        self.options = {**est._core_options(), **est._loss_options(), **x_csr}
 
     def __call__(self):
         if self.weightless:
             return np.nan  # rows that all weigh 0 have no mean loss
-        data, penalty = _core.loss_grad(
-            self.est._theta, self.grad, self.X, self.Y, self.sw, *self.args,
-            self.alpha, self.work, self.rows, self.n_threads, **self.options,
+        data, penalty = self.network.loss_grad(
+            self.est._theta, self.grad, self.data, self.alpha, self.rows
         )
         return self.est._reported_loss(data, penalty)
 

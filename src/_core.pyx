@@ -254,6 +254,8 @@ cdef struct Net:
     const double* dropout     # rate per hidden layer (index l - 1), or NULL
     uint64_t drop_seed        # key of the dropout masks' hash
     uint64_t drop_row0        # counter of row 0 of the call (see _drop_keep)
+    const Py_ssize_t* drop_pos  # row i's counter is drop_row0 + drop_pos[i];
+                                # NULL: drop_row0 + i
 
 
 cdef struct CSR:
@@ -1161,9 +1163,7 @@ cdef void rows_forward_backward(
                 bias_act_i(A, theta + net.offsets[L + l], m, fo,
                            net.hidden_act, <floating>net.act_param)
             if net.dropout != NULL and net.dropout[l] > 0:
-                dropout_forward_i(A, m, fo, net.dropout[l], net.drop_seed,
-                                  net.drop_row0 + <uint64_t>(block_row + r0),
-                                  _unit0(net, l + 1))
+                _dropout_rows_forward(net, A, m, fo, l, block_row + r0)
         A_prev = A
     # Output: delta_L = sw * (P - Y), in place over A_L
     fo = net.units[L]
@@ -1189,11 +1189,8 @@ cdef void rows_forward_backward(
             gemm_rm(False, True, m, fi, fo, 1, delta, fo,
                     theta + net.offsets[l], fo, 0, D, fi)
         if net.dropout != NULL and net.dropout[l - 1] > 0:
-            dropout_backward_i(D, _at(net, acts, rows, l) + r0 * fi, m, fi,
-                               net.hidden_act, <floating>net.act_param,
-                               net.dropout[l - 1], net.drop_seed,
-                               net.drop_row0 + <uint64_t>(block_row + r0),
-                               _unit0(net, l))
+            _dropout_rows_backward(net, D, _at(net, acts, rows, l) + r0 * fi,
+                                   m, fi, l, block_row + r0)
             if net.hidden_act == ACT_PRELU:
                 prelu_backward_i(D, _at(net, zsave, rows, l) + r0 * fi,
                                  _slopes(net, theta, l), m, fi)
@@ -1538,6 +1535,7 @@ cdef Net _make_net(const int[::1] units, const Py_ssize_t[::1] offsets,
     net.dropout = NULL
     net.drop_seed = 0
     net.drop_row0 = 0
+    net.drop_pos = NULL
     return net
 
 
@@ -1719,130 +1717,6 @@ cdef floating* _bias_part_area(const Net* net, double* rowloss,
     return <floating*>(rowloss + rows)
 
 
-def loss_grad(floating[::1] theta, floating[::1] grad,
-              const floating[:, ::1] X, const floating[:, ::1] Y,
-              const floating[::1] sample_weight,
-              const int[::1] units, const Py_ssize_t[::1] offsets,
-              int hidden_act, int out_act, double alpha,
-              floating[::1] work, Py_ssize_t block_rows, int n_threads=1,
-              double act_param=0.0, double loss_param=1.0, dropout=None,
-              uint64_t dropout_seed=0, uint64_t dropout_row0=0, X_csr=None):
-    """Full-batch loss and gradient (the objective lbfgs minimises).
-
-    The rows of ``X`` are processed in blocks of ``block_rows`` (the
-    workspace is sized for that), the gradient accumulated over blocks, by
-    ``n_threads`` OpenMP threads (call BLAS single-threaded).
-    ``act_param`` is leaky_relu's slope, ``loss_param`` Huber's threshold
-    (``out_act`` = REGRESSION_LOSSES['huber']). ``dropout`` (float64 rates
-    per hidden layer, or None) applies the masks of rows ``dropout_row0``..
-    drawn with key ``dropout_seed`` (see :func:`dropout_keep`): the loss
-    and gradient of the network thinned by those fixed masks. A sparse X
-    is passed as ``X_csr = (data, indices, indptr, n_features)`` (indices
-    and indptr of intp, data of theta's dtype) with ``X=None``; the first
-    layer then multiplies it in CSR form.
-
-    Returns
-    -------
-    data_loss : float
-        ``sum_i sw_i * loss_i / sw_sum``, each ``loss_i`` summed over outputs.
-    penalty : float
-        ``0.5 * alpha * ||W||² / sw_sum``.
-
-    ``grad`` receives the gradient of ``data_loss + penalty``.
-    """
-    cdef Net net = _make_net(units, offsets, theta.shape[0], hidden_act,
-                             out_act, n_threads, act_param, loss_param)
-    _set_dropout(&net, dropout, dropout_seed, dropout_row0)
-    cdef CSR csr
-    cdef bint sparse = _csr_init(&csr, X_csr, X is not None)
-    cdef const CSR* csr_p = &csr if sparse else NULL
-    cdef const floating[::1] X_data
-    cdef Py_ssize_t n = csr.n_rows if sparse else X.shape[0]
-    cdef Py_ssize_t nf = csr.n_cols if sparse else X.shape[1]
-    cdef Py_ssize_t xs = 0 if sparse else nf   # dense row stride
-    cdef Py_ssize_t k = Y.shape[1]
-    cdef Py_ssize_t rows = min(block_rows, n)
-    cdef Py_ssize_t start, nb, i, r0, r1
-    cdef int tid
-    cdef floating* zsave
-    cdef int nt = net.n_threads
-    cdef double sw_sum = 0, sq = 0
-    cdef double[::1] parts = np.zeros(nt + 1, dtype=np.float64)
-    cdef double[::1] sq_mv = np.zeros(max(1, _n_row_blocks(&net)), dtype=np.float64)
-    cdef double* sq_q = &sq_mv[0]
-    cdef double* shared
-    cdef floating scale
-    cdef floating* acts
-    cdef floating* deltas
-    cdef floating* Xb     # the gather buffers: laid out, unused here
-    cdef floating* Yb
-    cdef floating* swb
-    cdef double* rowloss
-    cdef floating* theta_p
-    cdef floating* grad_p
-    cdef const floating* X_p
-    cdef const floating* Y_p
-    cdef const floating* sw_p
-    if n < 1:
-        raise ValueError("loss_grad needs at least one sample")
-    _check_rows(rows)
-    if grad.shape[0] != theta.shape[0]:
-        raise ValueError("grad and theta differ in size")
-    if nf != units[0] or k != units[net.n_layers]:
-        raise ValueError("X or Y do not match the layer widths")
-    if Y.shape[0] != n or sample_weight.shape[0] != n:
-        raise ValueError("X, Y and sample_weight differ in length")
-    if work.shape[0] < train_workspace_size(units, rows,
-                                            net.slope_offset >= 0, sparse):
-        raise ValueError("workspace too small")
-    for i in range(n):
-        sw_sum += sample_weight[i]
-    if sw_sum <= 0:
-        raise ValueError("the sample weights sum to zero")
-    scale = <floating>(1.0 / sw_sum)
-    acts = &work[0]
-    rowloss = _train_layout(&net, acts, rows, xs, k, &deltas, &Xb, &Yb, &swb)
-    zsave = <floating*>_zsave_area(&net, rowloss, rows)
-    theta_p = &theta[0]
-    grad_p = &grad[0]
-    if sparse:
-        X_data = X_csr[0]
-        X_p = &X_data[0] if csr.nnz > 0 else NULL
-    else:
-        X_p = &X[0, 0]
-    Y_p = &Y[0, 0]
-    sw_p = &sample_weight[0]
-    shared = &parts[0]
-    cdef Team team
-    _team_begin(&team)
-    with nogil, parallel(num_threads=nt):
-        tid = threadid()
-        # a short team (OMP_DYNAMIC, a limit) computes nothing: raised below
-        if cbp_full_team(nt, &team.short_team):
-            start = 0
-            while start < n:
-                nb = min(rows, n - start)
-                r0 = _part_q(nb, tid, nt)
-                r1 = _part_q(nb, tid + 1, nt)
-                rows_forward_backward(&net, theta_p, X_p + start * xs,
-                                      Y_p + start * k, sw_p + start, r0, r1,
-                                      acts, deltas, rows, rowloss, zsave, start,
-                                      csr_p)
-                cbp_barrier()
-                params_grad(&net, grad_p, X_p + start * xs, nb, acts, deltas, rows,
-                            scale, start > 0, tid, nt, zsave, start, csr_p)
-                if tid == 0:
-                    for i in range(nb):
-                        shared[nt] += rowloss[i]
-                cbp_barrier()
-                start = start + nb
-            params_l2(&net, theta_p, grad_p, <floating>(alpha / sw_sum), sq_q,
-                      tid, nt)
-    _team_end(&team, nt)
-    sq = _sum_blocks(sq_q, _n_row_blocks(&net))
-    return parts[nt] / sw_sum, 0.5 * alpha * sq / sw_sum
-
-
 cdef inline void _gather_rows(const Py_ssize_t* order, Py_ssize_t i0,
                               Py_ssize_t i1, const floating* X,
                               const floating* Y, const floating* sw,
@@ -1885,558 +1759,6 @@ cdef void _gather_pool(Py_ssize_t* claimed, const Py_ssize_t* arrived,
             return
         _gather_rows(order, i0, min(i0 + chunk, nb), X, Y, sw, xs, k, Xb,
                      Yb, swb)
-
-
-def train_epoch(floating[::1] theta, floating[::1] grad,
-                floating[::1] state_1, floating[::1] state_2,
-                const floating[:, ::1] X, const floating[:, ::1] Y,
-                const floating[::1] sample_weight,
-                const Py_ssize_t[::1] order, Py_ssize_t batch_size,
-                const int[::1] units, const Py_ssize_t[::1] offsets,
-                int hidden_act, int out_act, double alpha,
-                int solver, double learning_rate, double momentum,
-                bint nesterov, double beta_1, double beta_2, double epsilon,
-                Py_ssize_t[::1] step, floating[::1] work, int n_threads=1,
-                double act_param=0.0, double rho=0.9, double weight_decay=0.0,
-                double loss_param=1.0, dropout=None, uint64_t dropout_seed=0,
-                uint64_t dropout_row0=0, X_csr=None, theta_start=None):
-    """One epoch of mini-batch training, in place, without the GIL.
-
-    Batches are consecutive runs of ``batch_size`` entries of ``order``
-    (or of the rows, when ``order`` is None), gathered into the workspace.
-    Each batch: forward, output delta, backward, and one fused optimizer
-    step per parameter segment with the L2 gradient ``alpha * W / sw_sum``
-    added on the fly; ``state_1``/``state_2`` are the velocity (sgd), the
-    moments m and v (adam) or the mean square (rmsprop, decay ``rho``;
-    ``state_2`` unused). ``weight_decay`` > 0 adds decoupled weight decay
-    on the weights (not biases or slopes), ``theta -= learning_rate *
-    weight_decay * theta`` in the same pass (AdamW with adam).
-    ``n_threads`` OpenMP threads share each batch (call BLAS
-    single-threaded); the weights do not depend on their number.
-    ``step[0]`` counts Adam's updates and is advanced in place, so it stays
-    right if the epoch is interrupted. Pending signals (Ctrl-C) are checked
-    between batches: the exception is raised with theta as it was after
-    the last whole step. ``act_param`` is leaky_relu's slope,
-    ``loss_param`` Huber's threshold. ``dropout`` (float64 rates per hidden
-    layer, or None: off) drops hidden units at training with inverted
-    scaling; the masks of the epoch's i-th row are those of row counter
-    ``dropout_row0 + i`` under key ``dropout_seed`` (see
-    :func:`dropout_keep`), whatever the thread count. A sparse X is
-    passed as ``X_csr`` with ``X=None`` (see :func:`loss_grad`); its rows
-    are read in place, not gathered. ``theta_start`` (like theta, or None)
-    receives theta as it was before the epoch, so that the caller can go
-    back to it when the epoch diverged.
-
-    Returns
-    -------
-    sum_data, sum_penalty : float
-        Sums over batches of the batch's data loss and penalty (each as
-        ``loss_grad`` defines them) times the batch's number of rows.
-    n_rows : int
-        Rows trained on (fewer than all when stopped early).
-    status : int
-        STATUS_OK, or flags or-ed together: STATUS_NONFINITE_LOSS when a
-        batch's loss was not finite (that batch's update is then not
-        applied, nor any later batch's), STATUS_NONFINITE_PARAMS when theta
-        holds a NaN or an infinity at the end.
-    """
-    cdef Net net = _make_net(units, offsets, theta.shape[0], hidden_act,
-                             out_act, n_threads, act_param, loss_param)
-    _set_dropout(&net, dropout, dropout_seed, dropout_row0)
-    cdef CSR csr
-    cdef bint sparse = _csr_init(&csr, X_csr, X is not None)
-    cdef const CSR* csr_p = &csr if sparse else NULL
-    cdef const floating[::1] X_data
-    cdef Optim opt
-    cdef floating* zsave
-    cdef Py_ssize_t n = csr.n_rows if sparse else X.shape[0]
-    cdef Py_ssize_t nf = csr.n_cols if sparse else X.shape[1]
-    cdef Py_ssize_t xs = 0 if sparse else nf   # dense row stride
-    cdef Py_ssize_t k = Y.shape[1]
-    cdef Py_ssize_t P = theta.shape[0]
-    cdef Py_ssize_t rows = min(batch_size, n)
-    cdef bint shuffled = order is not None
-    cdef Py_ssize_t n_total = order.shape[0] if shuffled else n
-    cdef Py_ssize_t start, nb, i, r0, r1, t_local, step0
-    cdef int tid
-    cdef int nt = net.n_threads
-    cdef double sw_sum, batch_data, sq, lr_t
-    # shared results: [0] sum_data, [1] sum_penalty, [2] rows done,
-    # [3] status, [4] stop flag
-    cdef double[::1] shared_mv = np.zeros(5, dtype=np.float64)
-    cdef double* shared = &shared_mv[0]
-    # sum(W**2) per block of weight rows (see params_step)
-    cdef Py_ssize_t n_blocks = _n_row_blocks(&net)
-    cdef double[::1] sq_mv = np.zeros(max(1, n_blocks), dtype=np.float64)
-    cdef double* sq_q = &sq_mv[0]
-    # shared gather counters, by batch parity (see _gather_pool): [p] rows
-    # of the next batch claimed, [2 + p] threads done with their rows
-    cdef Py_ssize_t[::1] pool_mv = np.zeros(4, dtype=np.intp)
-    cdef Py_ssize_t* pool = &pool_mv[0]
-    cdef Py_ssize_t nb_next
-    cdef int par
-    cdef floating* Xn       # the next batch's gather slot
-    cdef floating* Yn
-    cdef floating* swn
-    cdef floating* acts
-    cdef floating* deltas
-    cdef floating* Xb
-    cdef floating* Yb
-    cdef floating* swb
-    cdef double* rowloss
-    cdef floating* theta_p
-    cdef floating* grad_p
-    cdef floating* s1_p
-    cdef floating* s2_p
-    cdef const floating* X_p
-    cdef const floating* Y_p
-    cdef const floating* sw_p
-    cdef const Py_ssize_t* order_p = NULL
-    cdef Py_ssize_t* step_p
-    cdef const floating* Xc
-    cdef const floating* Yc
-    cdef const floating* swc
-    cdef floating[::1] start_mv
-    cdef int status
-    cdef floating* bias_part
-
-    if n < 1:
-        raise ValueError("train_epoch needs at least one sample")
-    _check_rows(rows)
-    if solver not in (SOLVER_SGD, SOLVER_ADAM, SOLVER_RMSPROP):
-        raise ValueError(f"unknown solver code {solver}")
-    if not (0 <= rho < 1):
-        raise ValueError(f"rho must be in [0, 1), got {rho}")
-    if not (weight_decay >= 0):
-        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
-    if grad.shape[0] != P or state_1.shape[0] != P or (
-            solver == SOLVER_ADAM and state_2.shape[0] != P):
-        raise ValueError("grad and optimizer state must match theta in size")
-    if nf != units[0] or k != units[net.n_layers]:
-        raise ValueError("X or Y do not match the layer widths")
-    if Y.shape[0] != n or sample_weight.shape[0] != n:
-        raise ValueError("X, Y and sample_weight differ in length")
-    if work.shape[0] < train_workspace_size(units, rows,
-                                            net.slope_offset >= 0, sparse):
-        raise ValueError("workspace too small")
-    if step.shape[0] < 1:
-        raise ValueError("step must hold one counter")
-    if shuffled:
-        for i in range(n_total):
-            if order[i] < 0 or order[i] >= n:
-                raise ValueError("order holds an index out of range")
-        if n_total > 0:
-            order_p = &order[0]
-    if theta_start is not None:
-        start_mv = theta_start
-        if start_mv.shape[0] != P:
-            raise ValueError("theta_start must match theta in size")
-        memcpy(&start_mv[0], &theta[0], P * sizeof(floating))
-    if n_total == 0:
-        return 0.0, 0.0, 0, STATUS_OK
-
-    opt.solver = solver
-    opt.learning_rate = learning_rate
-    opt.momentum = momentum
-    opt.nesterov = nesterov
-    opt.beta_1 = beta_1
-    opt.beta_2 = beta_2
-    opt.epsilon = epsilon
-    opt.rho = rho
-    opt.weight_decay = weight_decay
-
-    acts = &work[0]
-    rowloss = _train_layout(&net, acts, rows, xs, k, &deltas, &Xb, &Yb, &swb)
-    zsave = <floating*>_zsave_area(&net, rowloss, rows)
-    bias_part = _bias_part_area(&net, rowloss, zsave, rows)
-    theta_p = &theta[0]
-    grad_p = &grad[0]
-    s1_p = &state_1[0]
-    s2_p = &state_2[0] if solver == SOLVER_ADAM else NULL
-    if sparse:
-        X_data = X_csr[0]
-        X_p = &X_data[0] if csr.nnz > 0 else NULL
-        csr.rowmap = order_p   # NULL when not shuffled
-    else:
-        X_p = &X[0, 0]
-    Y_p = &Y[0, 0]
-    sw_p = &sample_weight[0]
-    step_p = &step[0]
-    step0 = step[0]
-
-    cdef Team team
-    _team_begin(&team)
-    with nogil, parallel(num_threads=nt):
-        tid = threadid()
-        # a short team (OMP_DYNAMIC, a limit) computes nothing: raised below
-        if cbp_full_team(nt, &team.short_team):
-            t_local = step0
-            start = 0
-            par = 0
-            if shuffled:
-                # the first batch's rows, split evenly; the next batch's are
-                # gathered in the waits of the one before (_gather_pool)
-                nb = min(rows, n_total)
-                _gather_rows(order_p, _part(nb, tid, nt), _part(nb, tid + 1, nt),
-                             X_p, Y_p, sw_p, xs, k, Xb, Yb, swb)
-                cbp_barrier()
-            while start < n_total:
-                nb = min(rows, n_total - start)
-                nb_next = min(rows, n_total - start - nb)
-                r0 = _part_q(nb, tid, nt)
-                r1 = _part_q(nb, tid + 1, nt)
-                if shuffled:
-                    # this batch's gather slot; the next batch uses the other
-                    Xc = X_p if sparse else Xb + par * rows * xs
-                    Yc = Yb + par * rows * k
-                    swc = swb + par * rows
-                    Xn = Xb + (1 - par) * rows * xs
-                    Yn = Yb + (1 - par) * rows * k
-                    swn = swb + (1 - par) * rows
-                else:
-                    Xc = X_p + start * xs
-                    Yc = Y_p + start * k
-                    swc = sw_p + start
-                rows_forward_backward(&net, theta_p, Xc, Yc, swc, r0, r1, acts,
-                                      deltas, rows, rowloss, zsave, start, csr_p,
-                                      bias_part)
-                if shuffled:
-                    # until the last thread is done with its rows, gather
-                    # the next batch's into the other slot
-                    cbp_fetch_add(&pool[2 + par], 1)
-                    if nb_next > 0:
-                        _gather_pool(&pool[1 - par], &pool[2 + par], nt,
-                                     order_p + start + nb, nb_next, X_p, Y_p,
-                                     sw_p, xs, k, Xn, Yn, swn)
-                cbp_barrier()
-                # every thread sums the same numbers in the same order, so all
-                # take the same decisions below
-                sw_sum = 0
-                batch_data = 0
-                for i in range(nb):
-                    sw_sum = sw_sum + swc[i]
-                    batch_data = batch_data + rowloss[i]
-                if sw_sum > 0:
-                    if not isfinite(batch_data):
-                        if tid == 0:
-                            shared[3] = _STATUS_NONFINITE_LOSS
-                        break
-                    params_grad(&net, grad_p, Xc, nb, acts, deltas, rows,
-                                <floating>(1.0 / sw_sum), False, tid, nt, zsave,
-                                start, csr_p, bias_part)
-                    lr_t = 0
-                    if solver == SOLVER_ADAM:
-                        t_local = t_local + 1
-                        lr_t = (learning_rate * sqrt(1 - pow(beta_2, t_local))
-                                / (1 - pow(beta_1, t_local)))
-                    params_step(&net, theta_p, grad_p, s1_p, s2_p, &opt, lr_t,
-                                alpha / sw_sum, sq_q, tid, nt)
-                # batches whose weights are all zero carry no gradient: skipped
-                if shuffled and nb_next > 0:
-                    # what is left of the next batch's rows
-                    _gather_pool(&pool[1 - par], NULL, nt, order_p + start + nb,
-                                 nb_next, X_p, Y_p, sw_p, xs, k, Xn, Yn, swn)
-                if tid == 0 and start + nb < n_total and _pending_signal():
-                    shared[4] = 1
-                cbp_barrier()
-                if tid == 0:
-                    if sw_sum > 0:
-                        sq = _sum_blocks(sq_q, n_blocks)
-                        shared[0] += batch_data / sw_sum * nb
-                        shared[1] += 0.5 * alpha * sq / sw_sum * nb
-                    shared[2] += nb
-                    step_p[0] = t_local
-                    # the counters used in this batch, used again two
-                    # batches on (past the next batch's barriers)
-                    pool[1 - par] = 0
-                    pool[2 + par] = 0
-                start = start + nb
-                par = 1 - par
-                if shared[4] != 0:
-                    break
-    _team_end(&team, nt)
-    if shared[4] != 0:
-        _raise_pending()
-    status = <int>shared[3]
-    if not _all_finite(theta_p, P):
-        status |= _STATUS_NONFINITE_PARAMS
-    return shared[0], shared[1], <Py_ssize_t>shared[2], status
-
-
-def forward(const floating[::1] theta, const floating[:, ::1] X,
-            floating[:, ::1] out, const int[::1] units,
-            const Py_ssize_t[::1] offsets, int hidden_act, int out_act,
-            floating[::1] work, Py_ssize_t block_rows, int n_threads=1,
-            double act_param=0.0, X_csr=None):
-    """Predict ``out = network(X)`` in blocks of ``block_rows`` rows, each
-    block split over ``n_threads`` OpenMP threads (call BLAS
-    single-threaded), without the GIL. Memory beyond ``out`` is the
-    workspace, bounded by the block size. ``act_param`` is leaky_relu's
-    slope. A sparse X is passed as ``X_csr`` with ``X=None`` (see
-    :func:`loss_grad`)."""
-    cdef Net net = _make_net(units, offsets, theta.shape[0], hidden_act,
-                             out_act, n_threads, act_param)
-    cdef CSR csr
-    cdef bint sparse = _csr_init(&csr, X_csr, X is not None)
-    cdef const CSR* csr_p = &csr if sparse else NULL
-    cdef const floating[::1] X_data
-    cdef Py_ssize_t n = csr.n_rows if sparse else X.shape[0]
-    cdef Py_ssize_t nf = csr.n_cols if sparse else X.shape[1]
-    cdef Py_ssize_t xs = 0 if sparse else nf   # dense row stride
-    cdef Py_ssize_t k = out.shape[1]
-    cdef Py_ssize_t start, nb, r0, r1, chunk, rows = min(block_rows, n)
-    cdef int tid
-    cdef int nt = net.n_threads
-    cdef floating* buf0
-    cdef floating* buf1
-    cdef floating* work_p
-    cdef const floating* theta_p = &theta[0]
-    cdef const floating* X_p
-    cdef floating* out_p
-    if n == 0:
-        return
-    _check_rows(rows)
-    if nf != units[0] or k != units[net.n_layers]:
-        raise ValueError("X or out do not match the layer widths")
-    if out.shape[0] != n:
-        raise ValueError("X and out differ in length")
-    if work.shape[0] < predict_workspace_size(units, rows, nt):
-        raise ValueError("workspace too small")
-    chunk = _share_capacity(rows, nt)
-    work_p = &work[0] if work.shape[0] > 0 else NULL
-    if sparse:
-        X_data = X_csr[0]
-        X_p = &X_data[0] if csr.nnz > 0 else NULL
-    else:
-        X_p = &X[0, 0]
-    out_p = &out[0, 0]
-    cdef Team team
-    _team_begin(&team)
-    with nogil, parallel(num_threads=nt):
-        tid = threadid()
-        # a short team (OMP_DYNAMIC, a limit) computes nothing: raised below
-        if cbp_full_team(nt, &team.short_team):
-            buf0 = NULL
-            buf1 = NULL
-            if work_p != NULL:
-                buf0 = work_p + 2 * tid * chunk * net.max_hidden
-                buf1 = buf0 + chunk * net.max_hidden
-            start = 0
-            while start < n:
-                nb = min(rows, n - start)
-                r0 = _part_q(nb, tid, nt)
-                r1 = _part_q(nb, tid + 1, nt)
-                if r1 > r0:
-                    forward_rows(&net, theta_p, X_p + (start + r0) * xs, r1 - r0,
-                                 out_p + (start + r0) * k, buf0, buf1, start + r0,
-                                 csr_p)
-                start = start + nb
-    _team_end(&team, nt)
-
-
-# --------------------------------------------------------------------------
-# One batch at a time, for data-parallel training (cbp.distributed): the
-# caller sums the gradients of several processes between the two calls.
-# Together they do what one batch of ``train_epoch`` does.
-
-from libc.stdlib cimport calloc, free
-
-
-def batch_loss_grad(const floating[::1] theta, floating[::1] grad,
-                    const floating[:, ::1] X, const floating[:, ::1] Y,
-                    const floating[::1] sample_weight,
-                    const Py_ssize_t[::1] index, double scale,
-                    const int[::1] units, const Py_ssize_t[::1] offsets,
-                    int hidden_act, int out_act, floating[::1] work,
-                    int n_threads=1):
-    """Data loss and gradient of one batch, its rows gathered by ``index``.
-
-    The rows ``X[index]`` (with ``Y[index]``, ``sample_weight[index]``)
-    are gathered into the workspace, run forward and backward by
-    ``n_threads`` OpenMP threads (call BLAS single-threaded), without the
-    GIL. The gradient is of the data term only, scaled by ``scale``:
-    ``grad = scale * sum_i sw_i * d loss_i / d theta``, with no L2 term.
-    ``scale = 1 / sw_sum`` of the batch gives the batch's mean gradient;
-    in data-parallel training each process passes ``1 / sw_sum`` of the
-    whole (global) batch, so the processes' gradients add up to the
-    global batch's. The L2 term is added by ``optimizer_step``.
-
-    Parameters
-    ----------
-    theta : ndarray of shape (n_params,)
-        The flat parameters (read only).
-    grad : ndarray of shape (n_params,)
-        Receives the scaled gradient (zero when ``index`` is empty).
-    X, Y : ndarray of shape (n_samples, units[0]) and (n_samples, units[-1])
-    sample_weight : ndarray of shape (n_samples,)
-    index : ndarray of intp, shape (n_batch,)
-        Rows of the batch; may be empty.
-    scale : float
-        Factor applied to the gradient.
-    units, offsets, hidden_act, out_act
-        The network, as for ``train_epoch``.
-    work : ndarray
-        Workspace of at least ``train_workspace_size(units, n_batch)``
-        elements.
-    n_threads : int, default=1
-
-    Returns
-    -------
-    data_sum : float
-        ``sum_i sw_i * loss_i`` over the batch (not scaled), each
-        ``loss_i`` summed over the outputs; ``data_sum / sw_sum`` is the
-        data loss ``train_epoch`` reports for the batch.
-    """
-    cdef Net net = _make_net(units, offsets, theta.shape[0], hidden_act,
-                             out_act, n_threads)
-    cdef Py_ssize_t n = X.shape[0]
-    cdef Py_ssize_t nf = X.shape[1]
-    cdef Py_ssize_t k = Y.shape[1]
-    cdef Py_ssize_t nb = index.shape[0]
-    cdef Py_ssize_t i, r0, r1
-    cdef int tid
-    cdef int nt = net.n_threads
-    cdef double data_sum = 0
-    cdef floating fscale = <floating>scale
-    cdef floating* acts
-    cdef floating* deltas
-    cdef floating* Xb
-    cdef floating* Yb
-    cdef floating* swb
-    cdef double* rowloss
-    cdef floating* bias_part
-    cdef const floating* theta_p
-    cdef floating* grad_p
-    cdef const floating* X_p
-    cdef const floating* Y_p
-    cdef const floating* sw_p
-    cdef const Py_ssize_t* index_p
-    if grad.shape[0] != theta.shape[0]:
-        raise ValueError("grad and theta differ in size")
-    if net.slope_offset >= 0:
-        raise ValueError("batch_loss_grad does not support prelu (no slope area)")
-    if nf != units[0] or k != units[net.n_layers]:
-        raise ValueError("X or Y do not match the layer widths")
-    if Y.shape[0] != n or sample_weight.shape[0] != n:
-        raise ValueError("X, Y and sample_weight differ in length")
-    if nb == 0:
-        grad[:] = 0
-        return 0.0
-    _check_rows(nb)
-    if work.shape[0] < train_workspace_size(units, nb):
-        raise ValueError("workspace too small")
-    for i in range(nb):
-        if index[i] < 0 or index[i] >= n:
-            raise ValueError("index holds a row out of range")
-
-    # the workspace laid out for nb rows, as train_epoch lays it out (the
-    # bias gradients summed per chunk too: the same bits as its batches)
-    acts = &work[0]
-    rowloss = _train_layout(&net, acts, nb, nf, k, &deltas, &Xb, &Yb, &swb)
-    bias_part = _bias_part_area(&net, rowloss, <floating*>NULL, nb)
-    theta_p = &theta[0]
-    grad_p = &grad[0]
-    X_p = &X[0, 0]
-    Y_p = &Y[0, 0]
-    sw_p = &sample_weight[0]
-    index_p = &index[0]
-    cdef Team team
-    _team_begin(&team)
-    with nogil, parallel(num_threads=nt):
-        tid = threadid()
-        # a short team (OMP_DYNAMIC, a limit) computes nothing: raised below
-        if cbp_full_team(nt, &team.short_team):
-            r0 = _part_q(nb, tid, nt)
-            r1 = _part_q(nb, tid + 1, nt)
-            _gather_rows(index_p, r0, r1, X_p, Y_p, sw_p, nf, k, Xb, Yb, swb)
-            rows_forward_backward(&net, theta_p, Xb, Yb, swb, r0, r1, acts,
-                                  deltas, nb, rowloss, <floating*>NULL, 0,
-                                  NULL, bias_part)
-            cbp_barrier()
-            params_grad(&net, grad_p, Xb, nb, acts, deltas, nb, fscale, False,
-                        tid, nt, <floating*>NULL, 0, NULL, bias_part)
-    _team_end(&team, nt)
-    for i in range(nb):
-        data_sum += rowloss[i]
-    return data_sum
-
-
-def optimizer_step(floating[::1] theta, const floating[::1] grad,
-                   floating[::1] state_1, floating[::1] state_2,
-                   const int[::1] units, const Py_ssize_t[::1] offsets,
-                   double l2, int solver, double learning_rate,
-                   double momentum, bint nesterov, double beta_1,
-                   double beta_2, double epsilon, Py_ssize_t[::1] step,
-                   int n_threads=1):
-    """One fused sgd/adam step in place, the L2 gradient folded in.
-
-    Each parameter segment gets ``g = grad + l2 * W`` (weights only, so
-    ``l2 = alpha / sw_sum`` reproduces ``train_epoch``) and the step of
-    ``train_epoch``: sgd with (Nesterov) momentum on ``state_1``, or Adam
-    on the moments ``state_1``/``state_2``, whose counter ``step[0]`` is
-    advanced in place. ``n_threads`` OpenMP threads share the parameters,
-    without the GIL.
-
-    Returns
-    -------
-    sq : float
-        ``sum(W**2)`` over all weights before the step, so that the batch's
-        penalty is ``0.5 * alpha * sq / sw_sum``.
-    """
-    cdef Net net = _make_net(units, offsets, theta.shape[0], ACT_IDENTITY,
-                             OUT_IDENTITY, n_threads)
-    cdef Optim opt
-    cdef Py_ssize_t P = theta.shape[0]
-    cdef Py_ssize_t n_blocks = _n_row_blocks(&net)
-    cdef int tid
-    cdef int nt = net.n_threads
-    cdef double lr_t = 0, sq = 0
-    cdef double* sq_q
-    cdef floating* theta_p
-    cdef const floating* grad_p
-    cdef floating* s1_p
-    cdef floating* s2_p
-    if solver not in (SOLVER_SGD, SOLVER_ADAM):
-        raise ValueError(f"unknown solver code {solver}")
-    if grad.shape[0] != P or state_1.shape[0] != P or (
-            solver == SOLVER_ADAM and state_2.shape[0] != P):
-        raise ValueError("grad and optimizer state must match theta in size")
-    if step.shape[0] < 1:
-        raise ValueError("step must hold one counter")
-    opt.solver = solver
-    opt.learning_rate = learning_rate
-    opt.momentum = momentum
-    opt.nesterov = nesterov
-    opt.beta_1 = beta_1
-    opt.beta_2 = beta_2
-    opt.epsilon = epsilon
-    # rmsprop and decoupled weight decay are not distributed (yet)
-    opt.rho = 0.9
-    opt.weight_decay = 0.0
-    if solver == SOLVER_ADAM:
-        step[0] += 1
-        lr_t = (learning_rate * sqrt(1 - pow(beta_2, step[0]))
-                / (1 - pow(beta_1, step[0])))
-    theta_p = &theta[0]
-    grad_p = &grad[0]
-    s1_p = &state_1[0]
-    s2_p = &state_2[0] if solver == SOLVER_ADAM else NULL
-    # sum(W**2) per block of weight rows, summed in order (see params_step)
-    sq_q = <double*>calloc(max(1, n_blocks), sizeof(double))
-    if sq_q == NULL:
-        raise MemoryError()
-    cdef Team team
-    _team_begin(&team)
-    with nogil, parallel(num_threads=nt):
-        tid = threadid()
-        # a short team (OMP_DYNAMIC, a limit) computes nothing: raised below
-        if cbp_full_team(nt, &team.short_team):
-            params_step(&net, theta_p, grad_p, s1_p, s2_p, &opt, lr_t, l2, sq_q,
-                        tid, nt)
-    sq = _sum_blocks(sq_q, n_blocks)
-    free(sq_q)
-    _team_end(&team, nt)
-    return sq
 
 
 def batch_weight_sums(const floating[::1] sample_weight,
@@ -2516,3 +1838,866 @@ def dropout_keep(uint64_t seed, uint64_t row0, Py_ssize_t n_rows,
         for j in range(n_units):
             k[i, j] = _drop_keep(seed, row0 + i, unit0 + j, thr)
     return keep.astype(bool)
+
+
+# --------------------------------------------------------------------------
+# The network of one fit: the entry points Python calls.
+
+cdef struct Layout:
+    # The training workspace laid out for batches of ``rows`` rows (see
+    # train_workspace_size). Pointers of the data's type, kept as void* so
+    # that one struct serves float and double.
+    Py_ssize_t rows
+    void* acts
+    void* deltas
+    void* Xb              # gather slots: two batches of rows (X, Y, sw)
+    void* Yb
+    void* swb
+    double* rowloss
+    void* zsave
+    void* bias_part       # NULL: bias gradients summed over all rows at once
+
+
+cdef struct EpochArgs:
+    # What every thread of an epoch reads (see _epoch_thread); data
+    # pointers of theta's type, as void*.
+    const void* X         # dense rows (xs values each), or a sparse X's values
+    const void* Y
+    const void* sw
+    Py_ssize_t xs         # X's row stride; 0 for a sparse X
+    Py_ssize_t k
+    Py_ssize_t n_total    # rows of the epoch
+    const Py_ssize_t* order   # the epoch's rows, or NULL: 0, 1, ...
+    const CSR* csr        # a sparse X, or NULL
+    double alpha
+    double* sq            # sum(W**2) per weight-row block (see params_step)
+    Py_ssize_t* step      # Adam's update counter
+    double* shared        # [0] sum_data, [1] sum_penalty, [2] rows done,
+                          # [3] status, [4] stop flag
+    Py_ssize_t* pool      # gather counters by batch parity (_gather_pool)
+
+
+cdef Layout _layout(const Net* net, floating* work, Py_ssize_t rows,
+                    Py_ssize_t xs, Py_ssize_t k) noexcept nogil:
+    """The training workspace ``work`` laid out for ``rows`` rows."""
+    cdef Layout w
+    cdef floating* deltas
+    cdef floating* Xb
+    cdef floating* Yb
+    cdef floating* swb
+    cdef floating* zsave
+    w.rows = rows
+    w.acts = work
+    w.rowloss = _train_layout(net, work, rows, xs, k, &deltas, &Xb, &Yb, &swb)
+    zsave = <floating*>_zsave_area(net, w.rowloss, rows)
+    w.deltas = deltas
+    w.Xb = Xb
+    w.Yb = Yb
+    w.swb = swb
+    w.zsave = zsave
+    w.bias_part = _bias_part_area(net, w.rowloss, zsave, rows)
+    return w
+
+
+# The batch step: phase 1 (_batch_rows), a barrier, phase 2 (_batch_grad),
+# the update (_batch_update). An epoch runs it per batch; data-parallel
+# training runs the same three with the ranks' allreduce between phase 2
+# and the update (Network.batch_grad, Network.step).
+
+cdef inline void _batch_rows(const Net* net, const floating* theta,
+                             const floating* X, const floating* Y,
+                             const floating* sw, Py_ssize_t nb,
+                             Py_ssize_t block_row, const CSR* csr,
+                             const Layout* w, int tid,
+                             int nt) noexcept nogil:
+    """Phase 1 on thread ``tid``'s rows of a batch of ``nb`` rows at X, Y,
+    sw: forward, output delta, backward, per-row losses (and the bias sums
+    per row chunk when the layout has their area)."""
+    rows_forward_backward(net, theta, X, Y, sw, _part_q(nb, tid, nt),
+                          _part_q(nb, tid + 1, nt), <floating*>w.acts,
+                          <floating*>w.deltas, w.rows, w.rowloss,
+                          <floating*>w.zsave, block_row, csr,
+                          <floating*>w.bias_part)
+
+
+cdef inline void _batch_grad(const Net* net, floating* grad,
+                             const floating* X, Py_ssize_t nb,
+                             Py_ssize_t block_row, const CSR* csr,
+                             const Layout* w, floating scale, bint accumulate,
+                             int tid, int nt) noexcept nogil:
+    """Phase 2, after a barrier: thread ``tid``'s share of
+    ``grad (+)= scale * sum_i sw_i * d loss_i / d theta`` (no L2 term)."""
+    params_grad(net, grad, X, nb, <floating*>w.acts, <floating*>w.deltas,
+                w.rows, scale, accumulate, tid, nt, <floating*>w.zsave,
+                block_row, csr, <const floating*>w.bias_part)
+
+
+cdef inline double _adam_rate(const Optim* opt, Py_ssize_t t) noexcept nogil:
+    """Adam's bias-corrected step size after ``t`` updates (0 for others)."""
+    if opt.solver != SOLVER_ADAM:
+        return 0
+    return (opt.learning_rate * sqrt(1 - pow(opt.beta_2, t))
+            / (1 - pow(opt.beta_1, t)))
+
+
+cdef inline void _batch_update(const Net* net, const Optim* opt,
+                               floating* theta, const floating* grad,
+                               floating* s1, floating* s2, Py_ssize_t t,
+                               double l2, double* sq, int tid,
+                               int nt) noexcept nogil:
+    """Thread ``tid``'s share of the optimizer step, the L2 gradient
+    ``l2 * W`` added on the fly; ``t`` counts Adam's updates, this one
+    included. ``sq`` receives sum(W**2) before the step per block."""
+    params_step(net, theta, grad, s1, s2, opt, _adam_rate(opt, t), l2, sq,
+                tid, nt)
+
+
+cdef void _epoch_thread(const Net* net, const Optim* opt, const EpochArgs* a,
+                        const Layout* w, floating* theta, floating* grad,
+                        floating* s1, floating* s2, int tid,
+                        int nt) noexcept nogil:
+    """Thread ``tid``'s part of an epoch (see Network.epoch).
+
+    With an order, each batch's rows are gathered into one of two slots
+    (dense X; a sparse X is read in place through ``csr.rowmap``): the
+    next batch's in the waits of the one before (_gather_pool). Every
+    thread sums the same numbers in the same order, so all take the same
+    decisions.
+    """
+    cdef const floating* X = <const floating*>a.X
+    cdef const floating* Y = <const floating*>a.Y
+    cdef const floating* sw = <const floating*>a.sw
+    cdef floating* Xb = <floating*>w.Xb
+    cdef floating* Yb = <floating*>w.Yb
+    cdef floating* swb = <floating*>w.swb
+    cdef Py_ssize_t rows = w.rows
+    cdef Py_ssize_t xs = a.xs
+    cdef Py_ssize_t k = a.k
+    cdef Py_ssize_t n_total = a.n_total
+    cdef bint shuffled = a.order != NULL
+    cdef double* shared = a.shared
+    cdef Py_ssize_t* pool = a.pool
+    cdef Py_ssize_t t = a.step[0]
+    cdef Py_ssize_t start = 0
+    cdef Py_ssize_t nb, nb_next, i
+    cdef int par = 0
+    cdef double sw_sum, batch_data
+    cdef const floating* Xc
+    cdef const floating* Yc
+    cdef const floating* swc
+    cdef floating* Xn
+    cdef floating* Yn
+    cdef floating* swn
+    if shuffled:
+        # the first batch's rows, split evenly
+        nb = min(rows, n_total)
+        _gather_rows(a.order, _part(nb, tid, nt), _part(nb, tid + 1, nt),
+                     X, Y, sw, xs, k, Xb, Yb, swb)
+        cbp_barrier()
+    while start < n_total:
+        nb = min(rows, n_total - start)
+        nb_next = min(rows, n_total - start - nb)
+        if shuffled:
+            # this batch's gather slot; the next batch uses the other
+            Xc = X if a.csr != NULL else Xb + par * rows * xs
+            Yc = Yb + par * rows * k
+            swc = swb + par * rows
+            Xn = Xb + (1 - par) * rows * xs
+            Yn = Yb + (1 - par) * rows * k
+            swn = swb + (1 - par) * rows
+        else:
+            Xc = X + start * xs
+            Yc = Y + start * k
+            swc = sw + start
+        _batch_rows(net, theta, Xc, Yc, swc, nb, start, a.csr, w, tid, nt)
+        if shuffled:
+            # until the last thread is done with its rows, gather the next
+            # batch's into the other slot
+            cbp_fetch_add(&pool[2 + par], 1)
+            if nb_next > 0:
+                _gather_pool(&pool[1 - par], &pool[2 + par], nt,
+                             a.order + start + nb, nb_next, X, Y, sw, xs, k,
+                             Xn, Yn, swn)
+        cbp_barrier()
+        sw_sum = 0
+        batch_data = 0
+        for i in range(nb):
+            sw_sum = sw_sum + swc[i]
+            batch_data = batch_data + w.rowloss[i]
+        # batches whose weights are all zero carry no gradient: skipped
+        if sw_sum > 0:
+            if not isfinite(batch_data):
+                if tid == 0:
+                    shared[3] = _STATUS_NONFINITE_LOSS
+                break
+            _batch_grad(net, grad, Xc, nb, start, a.csr, w,
+                        <floating>(1.0 / sw_sum), False, tid, nt)
+            if opt.solver == SOLVER_ADAM:
+                t = t + 1
+            _batch_update(net, opt, theta, grad, s1, s2, t, a.alpha / sw_sum,
+                          a.sq, tid, nt)
+        if shuffled and nb_next > 0:
+            # what is left of the next batch's rows
+            _gather_pool(&pool[1 - par], NULL, nt, a.order + start + nb,
+                         nb_next, X, Y, sw, xs, k, Xn, Yn, swn)
+        if tid == 0 and start + nb < n_total and _pending_signal():
+            shared[4] = 1
+        cbp_barrier()
+        if tid == 0:
+            if sw_sum > 0:
+                shared[0] += batch_data / sw_sum * nb
+                shared[1] += 0.5 * a.alpha * _sum_blocks(a.sq, _n_row_blocks(net)) / sw_sum * nb
+            shared[2] += nb
+            a.step[0] = t
+            # the counters used in this batch, used again two batches on
+            # (past the next batch's barriers)
+            pool[1 - par] = 0
+            pool[2 + par] = 0
+        start = start + nb
+        par = 1 - par
+        if shared[4] != 0:
+            break
+
+
+cdef inline void _dropout_rows_forward(const Net* net, floating* A,
+                                       Py_ssize_t m, Py_ssize_t fo, int l,
+                                       Py_ssize_t row) noexcept nogil:
+    """Dropout of hidden layer ``l + 1`` on ``m`` rows whose first is the
+    call's row ``row``: row counters ``drop_row0 + row + i``, or, with
+    ``drop_pos``, ``drop_row0 + drop_pos[row + i]``."""
+    cdef Py_ssize_t i
+    if net.drop_pos == NULL:
+        dropout_forward_i(A, m, fo, net.dropout[l], net.drop_seed,
+                          net.drop_row0 + <uint64_t>row, _unit0(net, l + 1))
+        return
+    for i in range(m):
+        dropout_forward_i(A + i * fo, 1, fo, net.dropout[l], net.drop_seed,
+                          net.drop_row0 + <uint64_t>net.drop_pos[row + i],
+                          _unit0(net, l + 1))
+
+
+cdef inline void _dropout_rows_backward(const Net* net, floating* D,
+                                        const floating* A, Py_ssize_t m,
+                                        Py_ssize_t fi, int l,
+                                        Py_ssize_t row) noexcept nogil:
+    """The backward of :func:`_dropout_rows_forward` for hidden layer l."""
+    cdef Py_ssize_t i
+    if net.drop_pos == NULL:
+        dropout_backward_i(D, A, m, fi, net.hidden_act,
+                           <floating>net.act_param, net.dropout[l - 1],
+                           net.drop_seed, net.drop_row0 + <uint64_t>row,
+                           _unit0(net, l))
+        return
+    for i in range(m):
+        dropout_backward_i(D + i * fi, A + i * fi, 1, fi, net.hidden_act,
+                           <floating>net.act_param, net.dropout[l - 1],
+                           net.drop_seed,
+                           net.drop_row0 + <uint64_t>net.drop_pos[row + i],
+                           _unit0(net, l))
+
+
+cdef class Input:
+    """Rows of X, with Y and sample weights for training, as the core
+    reads them.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features), or tuple
+        C-contiguous float32 or float64, or a sparse X as ``(data, indices,
+        indptr, n_features)`` (CSR; indices and indptr of intp, data of the
+        network's dtype).
+    Y : ndarray of shape (n_samples, n_outputs), default=None
+        C-contiguous, X's dtype; None for prediction.
+    sample_weight : ndarray of shape (n_samples,), default=None
+        C-contiguous, X's dtype; given with Y.
+    """
+    cdef CSR csr
+    cdef readonly bint sparse
+    cdef readonly Py_ssize_t n_samples
+    cdef readonly Py_ssize_t n_features
+    cdef readonly object values
+    cdef readonly object Y
+    cdef readonly object sample_weight
+    cdef object _csr_arrays   # what the CSR struct points into
+
+    def __init__(self, X, Y=None, sample_weight=None):
+        cdef bint dense = not isinstance(X, tuple)
+        self.sparse = _csr_init(&self.csr, None if dense else X, dense)
+        if self.sparse:
+            self._csr_arrays = X
+            self.values = X[0]
+            self.n_samples = self.csr.n_rows
+            self.n_features = self.csr.n_cols
+        else:
+            if X.ndim != 2 or not X.flags.c_contiguous:
+                raise ValueError("X must be a C-contiguous 2-D array")
+            # one flat view: its pointer is X's row 0 even with no column
+            self.values = X.reshape(-1)
+            self.n_samples = X.shape[0]
+            self.n_features = X.shape[1]
+        if (Y is None) != (sample_weight is None):
+            raise ValueError("Y and sample_weight go together")
+        if Y is not None and (Y.ndim != 2 or Y.shape[0] != self.n_samples
+                              or sample_weight.shape[0] != self.n_samples):
+            raise ValueError("X, Y and sample_weight differ in length")
+        self.Y = Y
+        self.sample_weight = sample_weight
+
+
+cdef class Network:
+    """The network of one fit: its shape, codes, options and workspaces.
+
+    Built once per fit; its methods are the core's entry points: an
+    :meth:`epoch` of mini-batch training; one batch's gradient
+    (:meth:`batch_grad`) and optimizer step (:meth:`step`), the batch step
+    that an epoch runs per batch and data-parallel training runs with an
+    allreduce between the two; the full-batch loss and gradient
+    (:meth:`loss_grad`: lbfgs, gradient checking); and :meth:`predict`.
+    The parameters ``theta`` (flat, see :func:`param_offsets`) and the
+    data (:class:`Input`) are passed to each call. Every call runs without
+    the GIL on ``n_threads`` OpenMP threads (call BLAS single-threaded)
+    and gives the same bits for the same thread count. One object serves
+    one thread at a time (its workspaces are shared by its calls).
+
+    Parameters
+    ----------
+    units : sequence of int
+        Layer widths, input first.
+    activation : int
+        The hidden activation's code (``HIDDEN_ACTIVATIONS``).
+    output : int
+        The output's code (``OUTPUT_ACTIVATIONS`` or ``REGRESSION_LOSSES``).
+    dtype : float32 or float64
+        The dtype of theta and of the data.
+    activation_param : float, default=0.0
+        leaky_relu's slope.
+    loss_param : float, default=1.0
+        Huber's threshold.
+    n_threads : int, default=1
+        OpenMP threads, capped by :func:`thread_cap`.
+    """
+    cdef Net net
+    cdef Optim opt
+    cdef readonly object units
+    cdef readonly object offsets
+    cdef readonly Py_ssize_t n_params
+    cdef readonly object dtype
+    cdef readonly bint has_optimizer
+    cdef object _dropout
+    cdef object _drop_pos
+    cdef object _state_1
+    cdef object _state_2
+    cdef object _step
+    cdef object _work
+    cdef object _grad
+    cdef object _sq
+
+    def __init__(self, units, int activation, int output, dtype, *,
+                 double activation_param=0.0, double loss_param=1.0,
+                 int n_threads=1):
+        self.units = np.array(units, dtype=np.intc)
+        if self.units.ndim != 1 or self.units.shape[0] < 2:
+            raise ValueError("a network needs at least one weight layer")
+        self.offsets, self.n_params = param_offsets(
+            self.units, activation == ACT_PRELU)
+        self.dtype = np.dtype(dtype)
+        if self.dtype != np.float32 and self.dtype != np.float64:
+            raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+        self.net = _make_net(self.units, self.offsets, self.n_params,
+                             activation, output, n_threads, activation_param,
+                             loss_param)
+        self.net.drop_pos = NULL
+        self._sq = np.zeros(max(1, _n_row_blocks(&self.net)), dtype=np.float64)
+        self._work = np.empty(0, dtype=self.dtype)
+        self._grad = None
+        self.has_optimizer = False
+
+    @property
+    def n_threads(self):
+        """The OpenMP threads of every call (after the cap)."""
+        return self.net.n_threads
+
+    @property
+    def prelu(self):
+        """Whether theta ends with learned PReLU slopes."""
+        return self.net.slope_offset >= 0
+
+    def set_dropout(self, rates, uint64_t seed):
+        """Drop hidden units at training; ``rates`` None turns it off.
+
+        ``rates``: float64, one per hidden layer, in [0, 1); inverted
+        scaling. The masks are keyed by ``seed`` and each row's counter
+        (the ``dropout_row0`` of the training calls plus the row's place),
+        so they do not depend on the thread count (see :func:`dropout_keep`).
+        """
+        self.net.dropout = NULL
+        self._dropout = None
+        if rates is not None:
+            self._dropout = np.ascontiguousarray(rates, dtype=np.float64)
+            _set_dropout(&self.net, self._dropout, seed, 0)
+
+    def set_optimizer(self, int solver, state_1, state_2, step, *,
+                      double learning_rate, double momentum=0.9,
+                      bint nesterov=True, double beta_1=0.9,
+                      double beta_2=0.999, double epsilon=1e-8,
+                      double rho=0.9, double weight_decay=0.0):
+        """The optimizer of :meth:`epoch` and :meth:`step`, and its state.
+
+        ``state_1``/``state_2`` (like theta) are the velocity (sgd), the
+        moments m and v (adam; ``state_2`` unused otherwise) or the mean
+        square (rmsprop, decay ``rho``); ``step`` (intp, one counter)
+        counts Adam's updates. They are the caller's arrays, updated in
+        place, so that training goes on from them (partial_fit, pickling).
+        ``weight_decay`` > 0 adds decoupled weight decay on the weights
+        (not biases or slopes), ``theta -= learning_rate * weight_decay *
+        theta`` in the same pass (AdamW with adam).
+        """
+        if solver not in (SOLVER_SGD, SOLVER_ADAM, SOLVER_RMSPROP):
+            raise ValueError(f"unknown solver code {solver}")
+        if not (0 <= rho < 1):
+            raise ValueError(f"rho must be in [0, 1), got {rho}")
+        if not (weight_decay >= 0):
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        for name, state in (("state_1", state_1), ("state_2", state_2)):
+            if name == "state_2" and solver != SOLVER_ADAM:
+                continue
+            if state.dtype != self.dtype or state.shape != (self.n_params,):
+                raise ValueError(
+                    f"{name} must be a {self.dtype} array of {self.n_params} "
+                    "entries, like theta")
+        if step.dtype != np.intp or step.shape[0] < 1:
+            raise ValueError("step must be an intp array holding one counter")
+        self.opt.solver = solver
+        self.opt.learning_rate = learning_rate
+        self.opt.momentum = momentum
+        self.opt.nesterov = nesterov
+        self.opt.beta_1 = beta_1
+        self.opt.beta_2 = beta_2
+        self.opt.epsilon = epsilon
+        self.opt.rho = rho
+        self.opt.weight_decay = weight_decay
+        self._state_1 = state_1
+        self._state_2 = state_2 if solver == SOLVER_ADAM else state_1
+        self._step = step
+        self.has_optimizer = True
+
+    @property
+    def learning_rate(self):
+        """The optimizer's learning rate (schedules change it between epochs)."""
+        return self.opt.learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, double value):
+        self.opt.learning_rate = value
+
+    cdef object _workspace(self, Py_ssize_t rows, bint sparse):
+        """The training workspace for ``rows`` rows, grown when too small."""
+        cdef Py_ssize_t size = train_workspace_size(
+            self.units, rows, self.net.slope_offset >= 0, sparse)
+        if self._work.shape[0] < size:
+            self._work = np.empty(size, dtype=self.dtype)
+        return self._work
+
+    cdef object _grad_buffer(self):
+        if self._grad is None:
+            self._grad = np.empty(self.n_params, dtype=self.dtype)
+        return self._grad
+
+    cdef int _check(self, Py_ssize_t n_params, bint is_double, Input data,
+                    bint training) except -1:
+        if is_double != (self.dtype == np.float64) or n_params != self.n_params:
+            raise ValueError(
+                f"theta must be a {self.dtype} array of {self.n_params} entries")
+        if data.values.dtype != self.dtype:
+            raise ValueError(f"X must be of dtype {self.dtype}")
+        if data.n_features != self.net.units[0]:
+            raise ValueError(
+                f"X has {data.n_features} features, the network takes "
+                f"{self.net.units[0]}")
+        if training:
+            if data.Y is None:
+                raise ValueError("training needs Y and sample_weight")
+            if (data.Y.dtype != self.dtype
+                    or data.sample_weight.dtype != self.dtype):
+                raise ValueError(
+                    f"Y and sample_weight must be of dtype {self.dtype}")
+            if data.Y.shape[1] != self.net.units[self.net.n_layers]:
+                raise ValueError(
+                    f"Y has {data.Y.shape[1]} columns, the network has "
+                    f"{self.net.units[self.net.n_layers]} outputs")
+        return 0
+
+    def epoch(self, floating[::1] theta, Input data, order,
+              Py_ssize_t batch_size, double alpha, uint64_t dropout_row0=0,
+              theta_start=None):
+        """One epoch of mini-batch training, theta updated in place.
+
+        Batches are consecutive runs of ``batch_size`` entries of ``order``
+        (or of the rows, when ``order`` is None). Each runs the batch step:
+        :meth:`batch_grad` of its rows scaled by ``1 / sw_sum`` (the
+        batch's total weight), then :meth:`step` with ``l2 = alpha /
+        sw_sum``; batches of zero weight carry no gradient and are skipped.
+        The dropout masks of the epoch's i-th row are those of row counter
+        ``dropout_row0 + i``. Pending signals (Ctrl-C) are checked between
+        batches: the exception is raised with theta as it was after the
+        last whole step. ``theta_start`` (like theta, or None) receives
+        theta as it was before the epoch.
+
+        Returns
+        -------
+        sum_data, sum_penalty : float
+            Sums over batches of the batch's data loss and penalty (as
+            :meth:`loss_grad` defines them) times the batch's rows.
+        n_rows : int
+            Rows trained on (fewer than all when stopped early).
+        status : int
+            STATUS_OK, or flags or-ed together: STATUS_NONFINITE_LOSS when
+            a batch's loss was not finite (that batch's update is then not
+            applied, nor any later batch's), STATUS_NONFINITE_PARAMS when
+            theta holds a NaN or an infinity at the end.
+        """
+        cdef Py_ssize_t n = data.n_samples
+        cdef Py_ssize_t n_total = n if order is None else order.shape[0]
+        cdef Py_ssize_t rows = min(batch_size, n)
+        cdef const Py_ssize_t[::1] order_mv
+        cdef floating[::1] start_mv
+        cdef const floating[::1] X_values
+        cdef const floating[:, ::1] Y
+        cdef const floating[::1] sw
+        cdef floating[::1] work
+        cdef floating[::1] grad
+        cdef floating[::1] s1
+        cdef floating[::1] s2
+        cdef Py_ssize_t[::1] step
+        cdef double[::1] sq = self._sq
+        cdef double[::1] shared = np.zeros(5, dtype=np.float64)
+        cdef Py_ssize_t[::1] pool = np.zeros(4, dtype=np.intp)
+        cdef CSR csr = data.csr
+        cdef EpochArgs a
+        cdef Layout w
+        cdef Team team
+        cdef Py_ssize_t i
+        cdef int tid, status
+        cdef int nt = self.net.n_threads
+        if not self.has_optimizer:
+            raise ValueError("set_optimizer must be called before epoch")
+        self._check(theta.shape[0], sizeof(floating) == 8, data, True)
+        if n < 1:
+            raise ValueError("an epoch needs at least one sample")
+        _check_rows(rows)
+        if order is not None:
+            order_mv = order
+            for i in range(n_total):
+                if order_mv[i] < 0 or order_mv[i] >= n:
+                    raise ValueError("order holds an index out of range")
+        if theta_start is not None:
+            start_mv = theta_start
+            if start_mv.shape[0] != theta.shape[0]:
+                raise ValueError("theta_start must match theta in size")
+            memcpy(&start_mv[0], &theta[0], theta.shape[0] * sizeof(floating))
+        if n_total == 0:
+            return 0.0, 0.0, 0, STATUS_OK
+        Y = data.Y
+        sw = data.sample_weight
+        grad = self._grad_buffer()
+        s1 = self._state_1
+        s2 = self._state_2
+        step = self._step
+        work = self._workspace(rows, data.sparse)
+        X_values = data.values
+        a.X = &X_values[0] if X_values.shape[0] > 0 else NULL
+        a.xs = 0 if data.sparse else data.n_features
+        a.Y = &Y[0, 0]
+        a.k = Y.shape[1]
+        a.sw = &sw[0]
+        a.n_total = n_total
+        a.order = &order_mv[0] if order is not None and n_total > 0 else NULL
+        csr.rowmap = a.order
+        a.csr = &csr if data.sparse else NULL
+        a.alpha = alpha
+        a.sq = &sq[0]
+        a.step = &step[0]
+        a.shared = &shared[0]
+        a.pool = &pool[0]
+        self.net.drop_row0 = dropout_row0
+        self.net.drop_pos = NULL
+        w = _layout(&self.net, &work[0], rows, a.xs, a.k)
+        _team_begin(&team)
+        with nogil, parallel(num_threads=nt):
+            tid = threadid()
+            # a short team (OMP_DYNAMIC, a limit) computes nothing: raised
+            if cbp_full_team(nt, &team.short_team):
+                _epoch_thread(&self.net, &self.opt, &a, &w, &theta[0],
+                              &grad[0], &s1[0], &s2[0], tid, nt)
+        _team_end(&team, nt)
+        if shared[4] != 0:
+            _raise_pending()
+        status = <int>shared[3]
+        if not _all_finite(&theta[0], theta.shape[0]):
+            status |= _STATUS_NONFINITE_PARAMS
+        return shared[0], shared[1], <Py_ssize_t>shared[2], status
+
+    def batch_grad(self, const floating[::1] theta, floating[::1] grad,
+                   Input data, const Py_ssize_t[::1] index, double scale,
+                   positions=None, uint64_t dropout_row0=0):
+        """Phase 1 and 2 of the batch step for the rows ``index`` of data.
+
+        ``grad = scale * sum_i sw_i * d loss_i / d theta`` over the rows
+        (no L2 term: :meth:`step` adds it). ``scale = 1 / sw_sum`` of the
+        batch gives its mean gradient; in data-parallel training each rank
+        passes ``1 / sw_sum`` of the whole (global) batch, so that the
+        ranks' gradients add up to the global batch's. The dropout masks
+        of row i are those of counter ``dropout_row0 + positions[i]``
+        (intp; default: i), the row's place in the global epoch.
+
+        Returns
+        -------
+        data_sum : float
+            ``sum_i sw_i * loss_i`` over the rows (not scaled).
+        """
+        cdef Py_ssize_t n = data.n_samples
+        cdef Py_ssize_t nb = index.shape[0]
+        cdef const floating[::1] X_values
+        cdef const floating[:, ::1] Y
+        cdef const floating[::1] sw
+        cdef const Py_ssize_t[::1] pos_mv
+        cdef floating[::1] work
+        cdef CSR csr = data.csr
+        cdef const CSR* csr_p
+        cdef const floating* X_p
+        cdef const floating* X_rows
+        cdef Layout w
+        cdef Team team
+        cdef Py_ssize_t i, xs, k, r0, r1
+        cdef int tid
+        cdef int nt = self.net.n_threads
+        cdef double data_sum = 0
+        self._check(theta.shape[0], sizeof(floating) == 8, data, True)
+        if grad.shape[0] != theta.shape[0]:
+            raise ValueError("grad and theta differ in size")
+        for i in range(nb):
+            if index[i] < 0 or index[i] >= n:
+                raise ValueError("index holds a row out of range")
+        if positions is not None:
+            pos_mv = positions
+            if pos_mv.shape[0] != nb:
+                raise ValueError("positions must hold one entry per row")
+        if nb == 0:
+            grad[:] = 0
+            return 0.0
+        _check_rows(nb)
+        Y = data.Y
+        sw = data.sample_weight
+        X_values = data.values
+        X_p = &X_values[0] if X_values.shape[0] > 0 else NULL
+        xs = 0 if data.sparse else data.n_features
+        k = Y.shape[1]
+        csr.rowmap = &index[0]
+        csr_p = &csr if data.sparse else NULL
+        work = self._workspace(nb, data.sparse)
+        w = _layout(&self.net, &work[0], nb, xs, k)
+        # the gathered rows; a sparse X is read in place through the index
+        X_rows = X_p if data.sparse else <const floating*>w.Xb
+        self.net.drop_row0 = dropout_row0
+        self.net.drop_pos = &pos_mv[0] if positions is not None else NULL
+        self._drop_pos = positions   # alive while the core reads it
+        _team_begin(&team)
+        with nogil, parallel(num_threads=nt):
+            tid = threadid()
+            if cbp_full_team(nt, &team.short_team):
+                r0 = _part_q(nb, tid, nt)
+                r1 = _part_q(nb, tid + 1, nt)
+                _gather_rows(&index[0], r0, r1, X_p, &Y[0, 0], &sw[0], xs, k,
+                             <floating*>w.Xb, <floating*>w.Yb,
+                             <floating*>w.swb)
+                _batch_rows(&self.net, &theta[0], X_rows, <floating*>w.Yb, <floating*>w.swb, nb, 0, csr_p,
+                            &w, tid, nt)
+                cbp_barrier()
+                _batch_grad(&self.net, &grad[0], X_rows, nb, 0, csr_p, &w, <floating>scale, False, tid, nt)
+        self.net.drop_pos = NULL
+        self._drop_pos = None
+        _team_end(&team, nt)
+        for i in range(nb):
+            data_sum += w.rowloss[i]
+        return data_sum
+
+    def step(self, floating[::1] theta, const floating[::1] grad, double l2):
+        """The batch step's update: one optimizer step in place.
+
+        Each parameter segment gets ``g = grad + l2 * W`` (weights only:
+        ``l2 = alpha / sw_sum`` as in :meth:`epoch`) and the optimizer's
+        step; Adam's counter is advanced.
+
+        Returns
+        -------
+        sq : float
+            ``sum(W**2)`` over all weights before the step, so that the
+            batch's penalty is ``0.5 * alpha * sq / sw_sum``.
+        """
+        cdef floating[::1] s1
+        cdef floating[::1] s2
+        cdef Py_ssize_t[::1] step
+        cdef double[::1] sq = self._sq
+        cdef Team team
+        cdef int tid
+        cdef int nt = self.net.n_threads
+        cdef Py_ssize_t t
+        if not self.has_optimizer:
+            raise ValueError("set_optimizer must be called before step")
+        if theta.shape[0] != self.n_params or grad.shape[0] != self.n_params:
+            raise ValueError(f"theta and grad must hold {self.n_params} entries")
+        if (sizeof(floating) == 8) != (self.dtype == np.float64):
+            raise ValueError(f"theta must be of dtype {self.dtype}")
+        s1 = self._state_1
+        s2 = self._state_2
+        step = self._step
+        if self.opt.solver == SOLVER_ADAM:
+            step[0] += 1
+        t = step[0]
+        _team_begin(&team)
+        with nogil, parallel(num_threads=nt):
+            tid = threadid()
+            if cbp_full_team(nt, &team.short_team):
+                _batch_update(&self.net, &self.opt, &theta[0], &grad[0],
+                              &s1[0], &s2[0], t, l2, &sq[0], tid, nt)
+        _team_end(&team, nt)
+        return _sum_blocks(&sq[0], _n_row_blocks(&self.net))
+
+    def loss_grad(self, floating[::1] theta, floating[::1] grad, Input data,
+                  double alpha, Py_ssize_t block_rows,
+                  uint64_t dropout_row0=0):
+        """Full-batch loss and gradient: the objective lbfgs minimises.
+
+        The rows are processed in blocks of ``block_rows``, the gradient
+        accumulated over blocks. With dropout on, the loss and gradient of
+        the network thinned by the masks of rows ``dropout_row0``...
+
+        Returns
+        -------
+        data_loss : float
+            ``sum_i sw_i * loss_i / sw_sum``, each ``loss_i`` summed over
+            the outputs.
+        penalty : float
+            ``0.5 * alpha * ||W||² / sw_sum``.
+
+        ``grad`` receives the gradient of ``data_loss + penalty``.
+        """
+        cdef Py_ssize_t n = data.n_samples
+        cdef Py_ssize_t rows = min(block_rows, n)
+        cdef const floating[::1] X_values
+        cdef const floating[:, ::1] Y
+        cdef const floating[::1] sw
+        cdef floating[::1] work
+        cdef double[::1] sq = self._sq
+        cdef double[::1] parts
+        cdef const CSR* csr_p = &data.csr if data.sparse else NULL
+        cdef const floating* X_p
+        cdef Layout w
+        cdef Team team
+        cdef Py_ssize_t start, nb, i, xs, k
+        cdef int tid
+        cdef int nt = self.net.n_threads
+        cdef double sw_sum = 0
+        cdef floating scale
+        self._check(theta.shape[0], sizeof(floating) == 8, data, True)
+        if n < 1:
+            raise ValueError("loss_grad needs at least one sample")
+        _check_rows(rows)
+        if grad.shape[0] != theta.shape[0]:
+            raise ValueError("grad and theta differ in size")
+        Y = data.Y
+        sw = data.sample_weight
+        for i in range(n):
+            sw_sum += sw[i]
+        if sw_sum <= 0:
+            raise ValueError("the sample weights sum to zero")
+        scale = <floating>(1.0 / sw_sum)
+        X_values = data.values
+        X_p = &X_values[0] if X_values.shape[0] > 0 else NULL
+        xs = 0 if data.sparse else data.n_features
+        k = Y.shape[1]
+        work = self._workspace(rows, data.sparse)
+        w = _layout(&self.net, &work[0], rows, xs, k)
+        w.bias_part = NULL   # the bias gradients accumulate over blocks
+        parts = np.zeros(1, dtype=np.float64)
+        self.net.drop_row0 = dropout_row0
+        self.net.drop_pos = NULL
+        _team_begin(&team)
+        with nogil, parallel(num_threads=nt):
+            tid = threadid()
+            if cbp_full_team(nt, &team.short_team):
+                start = 0
+                while start < n:
+                    nb = min(rows, n - start)
+                    _batch_rows(&self.net, &theta[0], X_p + start * xs,
+                                &Y[0, 0] + start * k, &sw[0] + start, nb,
+                                start, csr_p, &w, tid, nt)
+                    cbp_barrier()
+                    _batch_grad(&self.net, &grad[0], X_p + start * xs, nb,
+                                start, csr_p, &w, scale, start > 0, tid, nt)
+                    if tid == 0:
+                        for i in range(nb):
+                            parts[0] += w.rowloss[i]
+                    cbp_barrier()
+                    start = start + nb
+                params_l2(&self.net, &theta[0], &grad[0],
+                          <floating>(alpha / sw_sum), &sq[0], tid, nt)
+        _team_end(&team, nt)
+        return (parts[0] / sw_sum,
+                0.5 * alpha * _sum_blocks(&sq[0], _n_row_blocks(&self.net)) / sw_sum)
+
+    def predict(self, const floating[::1] theta, Input data,
+                floating[:, ::1] out, Py_ssize_t block_rows):
+        """``out = network(X)`` in blocks of ``block_rows`` rows, each block
+        split over the threads. Memory beyond ``out`` is a workspace
+        bounded by the block size, allocated per call (so that threads may
+        predict with one network at once)."""
+        cdef Py_ssize_t n = data.n_samples
+        cdef Py_ssize_t k = out.shape[1]
+        cdef Py_ssize_t rows = min(block_rows, n)
+        cdef Py_ssize_t xs = 0 if data.sparse else data.n_features
+        cdef Py_ssize_t start, nb, r0, r1, chunk
+        cdef const floating[::1] X_values
+        cdef floating[::1] work
+        cdef const CSR* csr_p = &data.csr if data.sparse else NULL
+        cdef const floating* X_p
+        cdef floating* work_p
+        cdef floating* buf0
+        cdef floating* buf1
+        cdef Team team
+        cdef int tid
+        cdef int nt = self.net.n_threads
+        self._check(theta.shape[0], sizeof(floating) == 8, data, False)
+        if out.shape[0] != n or k != self.net.units[self.net.n_layers]:
+            raise ValueError("out must have one row per sample and one "
+                             "column per output")
+        if n == 0:
+            return
+        _check_rows(rows)
+        chunk = _share_capacity(rows, nt)
+        work = np.empty(predict_workspace_size(self.units, rows, nt),
+                        dtype=self.dtype)
+        work_p = &work[0] if work.shape[0] > 0 else NULL
+        X_values = data.values
+        X_p = &X_values[0] if X_values.shape[0] > 0 else NULL
+        _team_begin(&team)
+        with nogil, parallel(num_threads=nt):
+            tid = threadid()
+            if cbp_full_team(nt, &team.short_team):
+                buf0 = NULL
+                buf1 = NULL
+                if work_p != NULL:
+                    buf0 = work_p + 2 * tid * chunk * self.net.max_hidden
+                    buf1 = buf0 + chunk * self.net.max_hidden
+                start = 0
+                while start < n:
+                    nb = min(rows, n - start)
+                    r0 = _part_q(nb, tid, nt)
+                    r1 = _part_q(nb, tid + 1, nt)
+                    if r1 > r0:
+                        forward_rows(&self.net, &theta[0],
+                                     X_p + (start + r0) * xs, r1 - r0,
+                                     &out[0, 0] + (start + r0) * k, buf0,
+                                     buf1, start + r0, csr_p)
+                    start = start + nb
+        _team_end(&team, nt)
