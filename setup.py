@@ -1,7 +1,8 @@
 """Build script for cbp's compiled core.
 
-The Cython sources live in ``src/`` and compile into extension modules
-inside the ``cbp`` package (``cbp._core``).
+The Cython sources live in ``src/`` and compile into one extension module
+inside the ``cbp`` package (``cbp._core``): ``_core.pyx`` and the ``.pxd``
+files and C headers it cimports and includes.
 
 Environment switches
 --------------------
@@ -18,6 +19,7 @@ CBP_NO_OPENMP=1
     Build without OpenMP even when the compiler supports it.
 """
 
+import glob
 import os
 import shutil
 import subprocess
@@ -100,10 +102,14 @@ directives = {
     "embedsignature": True,
 }
 
+# The core is one extension: _core.pyx cimports the .pxd files of src/
+# (cdef inline functions, structs, enums) and they include the headers, so
+# all of it compiles into one C file. Editing any of them rebuilds it.
 extensions = [
     Extension(
         "cbp._core",
         ["src/_core.pyx"],
+        depends=sorted(glob.glob("src/*.pxd") + glob.glob("src/*.h")),
         include_dirs=[np.get_include(), "src"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=compile_args,

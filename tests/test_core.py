@@ -201,6 +201,18 @@ def test_core_rejects_inconsistent_buffers():
                         np.empty(3), X.shape[0], 1)
 
 
+def test_core_rejects_unknown_output_codes():
+    X, Y, sw, units, offsets, theta = _problem("identity", np.float64)
+    codes = {**_core.OUTPUT_ACTIVATIONS, **_core.REGRESSION_LOSSES}.values()
+    for bad in (-1, max(codes) + 1):
+        with pytest.raises(ValueError, match="unknown output activation code"):
+            _core.loss_grad(theta, np.empty_like(theta), X, Y, sw, units, offsets, 0, bad,
+                            0.0, np.empty(10**5), X.shape[0], 1)
+        Z = np.ones((2, 3))
+        with pytest.raises(ValueError, match="unknown output activation code"):
+            _core.elementwise_kernel("output", Z, Z.copy(), np.zeros(3), np.zeros(3), bad)
+
+
 @pytest.mark.thread_count
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_results_agree_across_thread_counts(dtype, more_threads_than_cpus):
