@@ -38,11 +38,11 @@ from sklearn.utils.validation import (
 import threadpoolctl
 from threadpoolctl import ThreadpoolController
 
-from . import _core, _distributed
+from . import _core, _distributed, _registry
 from ._progress import _EpochFeedback, _print
 from ._sklearn_callbacks import _CallbackSupport, fit_tasks
 
-_STOCHASTIC_SOLVERS = ("sgd", "adam", "rmsprop")
+_STOCHASTIC_SOLVERS = _registry.STOCHASTIC_SOLVERS
 # What the stochastic solvers record during a fit (set afresh by _initialize).
 _STOCHASTIC_STATE = (
     "loss_curve_", "best_loss_", "validation_scores_", "validation_loss_curve_",
@@ -337,9 +337,10 @@ class _StochasticOptimizer:
         self.lr_schedule = est.learning_rate
         self.power_t = float(est.power_t)
         self.state_1 = np.zeros(n_params, dtype=dtype)
+        # the core's second state vector (Adam's v); empty for the others
         self.state_2 = (
             np.zeros(n_params, dtype=dtype)
-            if self.solver == "adam"
+            if _registry.SOLVERS[self.solver].n_moments == 2
             else np.zeros(1, dtype=dtype)[:0]
         )
         self.step = np.zeros(1, dtype=np.intp)
@@ -353,12 +354,12 @@ class _StochasticOptimizer:
 
     def iteration_ends(self, time_step):
         """Update the learning rate at the end of an epoch ('invscaling')."""
-        if self.solver == "sgd" and self.lr_schedule == "invscaling":
+        if _registry.SOLVERS[self.solver].schedules and self.lr_schedule == "invscaling":
             self.learning_rate = self.learning_rate_init / (time_step + 1) ** self.power_t
 
     def trigger_stopping(self, msg, verbose):
         """Return True to stop; 'adaptive' sgd divides the rate by 5 instead."""
-        if self.solver != "sgd" or self.lr_schedule != "adaptive":
+        if not _registry.SOLVERS[self.solver].schedules or self.lr_schedule != "adaptive":
             if verbose:
                 _print(msg + " Stopping.")
             return True
@@ -384,14 +385,9 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
             _LayerWidths(),
             Interval(Integral, 1, None, closed="left"),
         ],
-        "activation": [
-            StrOptions(
-                {"identity", "logistic", "tanh", "relu", "leaky_relu", "elu",
-                 "softplus", "prelu"}
-            )
-        ],
+        "activation": [StrOptions(set(_registry.ACTIVATIONS))],
         "leaky_relu_slope": [Interval(Real, 0, None, closed="left")],
-        "solver": [StrOptions({"lbfgs", "sgd", "adam", "rmsprop"})],
+        "solver": [StrOptions(set(_registry.SOLVERS))],
         "rho": [Interval(Real, 0, 1, closed="left")],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "dropout": [Interval(Real, 0, 1, closed="left"), "array-like"],
@@ -515,7 +511,7 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
                     "layer's fan_in."
                 )
         units = [shapes[0][0]] + [sh[1] for sh in shapes]
-        prelu = self.activation == "prelu"
+        prelu = self._activation_row().learned
         layout = getattr(self, "_layout_cache", None)
         if layout is None or list(layout.units) != units or layout.prelu != prelu:
             layout = _Layout(units, prelu=prelu)
@@ -587,13 +583,7 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
         self.n_outputs_ = y.shape[1]
         self.n_layers_ = len(layer_units)
 
-        if not is_classifier(self):
-            # the log link of the Poisson loss, as scikit-learn (>= 1.7)
-            self.out_activation_ = "exp" if self.loss == "poisson" else "identity"
-        elif self._label_binarizer.y_type_ == "multiclass":
-            self.out_activation_ = "softmax"
-        else:
-            self.out_activation_ = "logistic"
+        self.out_activation_ = self._output_for_fit().out_activation
 
         coefs, intercepts = [], []
         for i in range(self.n_layers_ - 1):
@@ -602,7 +592,7 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
             )
             coefs.append(coef_init)
             intercepts.append(intercept_init)
-        layout = _Layout(layer_units, prelu=self.activation == "prelu")
+        layout = _Layout(layer_units, prelu=self._activation_row().learned)
         self._layout_cache = layout
         self._set_theta(layout.pack(coefs, intercepts, dtype), layout)
 
@@ -622,9 +612,7 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
 
     def _init_coef(self, fan_in, fan_out, dtype):
         # Glorot et al.'s uniform initialisation, as scikit-learn draws it
-        factor = 6.0
-        if self.activation == "logistic":
-            factor = 2.0
+        factor = self._activation_row().init_factor
         init_bound = np.sqrt(factor / (fan_in + fan_out))
         coef_init = self._random_state.uniform(
             -init_bound, init_bound, (fan_in, fan_out)
@@ -643,7 +631,7 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
         return (
             layout.units,
             layout.offsets,
-            _core.HIDDEN_ACTIVATIONS[self.activation],
+            self._activation_row().code,
             self._output_code(),
         )
 
@@ -665,33 +653,48 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
             raise ValueError(f"dropout rates must be in [0, 1), got {self.dropout!r}.")
         if not rates.any():
             return None
-        if self.solver == "lbfgs":
+        if not _registry.SOLVERS[self.solver].stochastic:
             raise ValueError(
                 "dropout needs a stochastic solver ('sgd', 'adam', 'rmsprop'): "
                 "'lbfgs' minimises a fixed full-batch objective."
             )
         return np.ascontiguousarray(rates)
 
+    def _activation_row(self):
+        """The registry's row of the hidden activation."""
+        return _registry.ACTIVATIONS[self.activation]
+
+    @abstractmethod
+    def _output_for_fit(self):
+        """The registry's row of the output and loss a fit starts with."""
+
+    def _output_row(self):
+        """The registry's row of the fitted output activation and the loss."""
+        return _registry.output(self.loss, self.out_activation_)
+
     def _output_code(self):
         """The core's code of the output activation and its loss."""
-        return _core.OUTPUT_ACTIVATIONS[self.out_activation_]
+        return self._output_row().code
 
     def _core_options(self):
         """Keyword arguments of the core's entry points beyond the layout."""
-        return {"act_param": float(self.leaky_relu_slope)}
+        param = self._activation_row().param
+        return {} if param is None else {"act_param": float(getattr(self, param))}
 
     def _loss_options(self):
         """Keyword arguments of the core's training entry points for the loss."""
-        return {}
+        param = self._output_row().param
+        return {} if param is None else {"loss_param": float(getattr(self, param))}
 
     def _reported_loss(self, data_loss, penalty):
         """The loss as scikit-learn reports it.
 
         The core's data loss sums each sample's loss over the outputs (the
-        objective whose gradient it computes). scikit-learn reports the
-        squared error averaged over outputs too; every other loss summed.
+        objective whose gradient it computes). scikit-learn averages some
+        losses over the outputs instead (the registry's
+        ``averaged_over_outputs``).
         """
-        if self.out_activation_ == "identity":
+        if self._output_row().averaged_over_outputs:
             data_loss = data_loss / self.n_outputs_
         return data_loss + penalty
 
@@ -708,7 +711,7 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
                 "callbacks are called after each epoch of the stochastic solvers "
                 f"{_STOCHASTIC_SOLVERS}; solver={self.solver!r} has no epochs."
             )
-        if self.solver == "lbfgs" and self.weight_decay > 0:
+        if not _registry.SOLVERS[self.solver].stochastic and self.weight_decay > 0:
             raise ValueError(
                 f"weight_decay={self.weight_decay} is the decoupled weight decay of "
                 "the stochastic solvers ('sgd', 'adam', 'rmsprop'); 'lbfgs' has no "
@@ -851,16 +854,17 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
         # the per-batch core calls of data-parallel training (batch_loss_grad,
         # optimizer_step) do not take these yet
         unsupported = []
-        if self.solver == "rmsprop":
-            unsupported.append("solver='rmsprop'")
+        if not _registry.SOLVERS[self.solver].data_parallel:
+            unsupported.append(f"solver={self.solver!r}")
         if self.weight_decay > 0:
             unsupported.append(f"weight_decay={self.weight_decay!r}")
         if self._dropout_rates is not None:
             unsupported.append(f"dropout={self.dropout!r}")
-        if self.activation in ("leaky_relu", "prelu"):
+        activation = _registry.ACTIVATIONS[self.activation]
+        if activation.param is not None or activation.learned:
             unsupported.append(f"activation={self.activation!r}")
-        if getattr(self, "loss", None) == "huber":
-            unsupported.append("loss='huber'")
+        if _registry.loss_param(getattr(self, "loss", None)) is not None:
+            unsupported.append(f"loss={self.loss!r}")
         if getattr(self, "class_weight", None) == "balanced":
             # each rank would balance its own shard
             unsupported.append("class_weight='balanced'")
@@ -1061,7 +1065,7 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
             batch_size = int(np.clip(self.batch_size, 1, n_samples))
         sample_idx = np.arange(n_samples, dtype=np.intp)
 
-        solver_code = _core.SOLVERS[self.solver]
+        solver_code = _registry.SOLVERS[self.solver].code
         options = {**self._core_options(), **self._loss_options()}
         if data_parallel is None:
             X_train, x_csr = _core_input(X_train, dtype)
@@ -1937,6 +1941,12 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
                 )
         return self._label_binarizer.transform(y).astype(bool)
 
+    def _output_for_fit(self):
+        # one label out of many classes: softmax; binary and multilabel
+        # targets: a logistic output per label
+        multiclass = self._label_binarizer.y_type_ == "multiclass"
+        return _registry.CLASSIFIER_OUTPUTS["softmax" if multiclass else "logistic"]
+
     def _class_sample_weight(self, y, incremental):
         """``class_weight`` as per-sample weights of the binarized targets y."""
         if self.class_weight is None:
@@ -2130,7 +2140,7 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
 
     _parameter_constraints: dict = {
         **BaseMultilayerPerceptron._parameter_constraints,
-        "loss": [StrOptions({"squared_error", "poisson", "huber"})],
+        "loss": [StrOptions(set(_registry.REGRESSION_LOSSES))],
         "huber_delta": [Interval(Real, 0, None, closed="neither")],
     }
 
@@ -2247,13 +2257,14 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
         )
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
-        if self.loss == "poisson" and np.any(y < 0):
+        loss = self._output_for_fit()
+        if loss.nonnegative_targets and np.any(y < 0):
             raise ValueError(
-                "loss='poisson' needs non-negative targets (counts or rates); "
+                f"loss={self.loss!r} needs non-negative targets (counts or rates); "
                 f"y has negative values, the smallest is {np.min(y)}."
             )
         if not reset and hasattr(self, "out_activation_") and (
-            (self.out_activation_ == "exp") != (self.loss == "poisson")
+            loss.out_activation != self.out_activation_
         ):
             raise ValueError(
                 f"The network was fitted with output activation "
@@ -2262,13 +2273,8 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
             )
         return X, y
 
-    def _output_code(self):
-        if self.out_activation_ == "identity" and self.loss == "huber":
-            return _core.REGRESSION_LOSSES["huber"]
-        return _core.OUTPUT_ACTIVATIONS[self.out_activation_]
-
-    def _loss_options(self):
-        return {"loss_param": float(self.huber_delta)}
+    def _output_for_fit(self):
+        return _registry.REGRESSION_LOSSES[self.loss]
 
     @available_if(lambda est: est._check_solver())
     @_fit_context(prefer_skip_nested_validation=True)
