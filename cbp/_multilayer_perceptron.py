@@ -4,6 +4,11 @@ The estimators check their parameters and data, encode labels, allocate
 the flat parameter vector and the working buffers once per fit, and hand
 whole epochs (or, for lbfgs, whole-batch loss/gradient evaluations) to the
 compiled core in :mod:`cbp._core`. They never loop over samples.
+
+What each activation, loss and solver is comes from the tables of
+:mod:`cbp._registry`; the flat parameter vector's layout from
+:mod:`cbp._layout`, the stochastic solvers' state from
+:mod:`cbp._optimizers`, the thread limits from :mod:`cbp._threads`.
 """
 
 import threading
