@@ -6,13 +6,9 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
 from . import _core
-from ._multilayer_perceptron import (
-    BaseMultilayerPerceptron,
-    _core_input,
-    _loss_grad_rows,
-    _n_threads,
-    _SingleThreadedBLAS,
-)
+from ._layout import _loss_grad_rows
+from ._multilayer_perceptron import BaseMultilayerPerceptron, _core_input
+from ._threads import _SingleThreadedBLAS
 
 
 def _prepare(estimator, X, y):

@@ -3,6 +3,8 @@
 from sklearn.base import is_classifier
 from sklearn.exceptions import NotFittedError
 
+from . import _registry
+
 
 def _require_fit(est, what):
     if not hasattr(est, "coefs_"):
@@ -16,9 +18,10 @@ def _require_fit(est, what):
 def _hidden_activation_name(est):
     """The hidden activation as the table shows it (with its parameter)."""
     name = str(est.activation)
-    slope = getattr(est, "leaky_relu_slope", None)
-    if name == "leaky_relu" and slope is not None:
-        name = f"leaky_relu({slope:g})"
+    row = _registry.ACTIVATIONS.get(name)
+    value = getattr(est, row.param, None) if row is not None and row.param else None
+    if value is not None:
+        name = f"{name}({value:g})"
     return name
 
 

@@ -3,7 +3,8 @@
 Both libraries keep a fitted network in the same attributes (``coefs_``,
 ``intercepts_``, ``out_activation_``, the label binarizer, ...), so a
 conversion copies them and checks that the other library can express the
-network: its hidden activation, output activation and loss. Parameters that
+network: its hidden activation, output activation and loss, as the rows of
+:mod:`cbp._registry` say. Parameters that
 only shape training (``n_jobs``, ``callbacks``, ``comm``) are dropped; others the
 target lacks are dropped with a warning, since refitting the converted
 estimator would then train differently.
@@ -21,7 +22,7 @@ from sklearn.utils._param_validation import (
 )
 from sklearn.utils.validation import check_is_fitted
 
-from . import _core
+from . import _registry
 
 # Fitted state that scikit-learn's MLPs keep (public and private).
 _FITTED_ATTRIBUTES = (
@@ -48,9 +49,6 @@ _FITTED_ATTRIBUTES = (
 # gives (results do not depend on the thread count; callbacks that return
 # nothing do nothing; an MPI communicator is no part of the model).
 _TRAINING_ONLY = ("n_jobs", "callbacks", "comm")
-
-# Parameters without which the network's predictions cannot be expressed.
-_MODEL_DEFINING = ("activation", "loss")
 
 
 def _sklearn_class(est):
@@ -86,6 +84,31 @@ def _n_layer_params(est):
     return sum(c.size for c in est.coefs_) + sum(b.size for b in est.intercepts_)
 
 
+def _check_sklearn_expresses(est, sk_class):
+    """Raise ValueError unless scikit-learn has the network's activations and loss."""
+    activation = _registry.ACTIVATIONS.get(est.activation)
+    loss = getattr(est, "loss", None)
+    unexpressed = None
+    if activation is None or not activation.in_sklearn:
+        unexpressed = f"activation={est.activation!r}"
+    elif not all(row.in_sklearn for row in _registry.OUTPUTS if row.name == loss):
+        unexpressed = f"loss={loss!r}"
+    if unexpressed is not None:
+        raise ValueError(
+            f"scikit-learn's {sk_class.__name__} cannot express {unexpressed}; "
+            "to_sklearn() needs a network that scikit-learn can evaluate."
+        )
+    if not any(
+        row.in_sklearn
+        for row in _registry.OUTPUTS
+        if row.out_activation == est.out_activation_
+    ):
+        raise ValueError(
+            f"scikit-learn has no output activation {est.out_activation_!r}; "
+            "to_sklearn() cannot express this network."
+        )
+
+
 def to_sklearn(est):
     """Return a fitted scikit-learn MLP equivalent to the cbp estimator ``est``.
 
@@ -106,7 +129,7 @@ def to_sklearn(est):
     """
     check_is_fitted(est)
     sk_class = _sklearn_class(est)
-    from sklearn.neural_network._base import ACTIVATIONS
+    _check_sklearn_expresses(est, sk_class)
 
     constraints = sk_class._parameter_constraints
     sk_names = set(inspect.signature(sk_class).parameters)
@@ -121,12 +144,6 @@ def to_sklearn(est):
                     {name: constraints[name]}, {name: value}, sk_class.__name__
                 )
             except InvalidParameterError:
-                if name in _MODEL_DEFINING:
-                    raise ValueError(
-                        f"scikit-learn's {sk_class.__name__} cannot express "
-                        f"{name}={value!r}; to_sklearn() needs a network that "
-                        "scikit-learn can evaluate."
-                    ) from None
                 dropped.append(f"{name}={value!r}")
             else:
                 kept[name] = value
@@ -134,11 +151,6 @@ def to_sklearn(est):
             value, own_defaults.get(name, inspect.Parameter.empty)
         ):
             dropped.append(f"{name}={value!r}")
-    if est.out_activation_ not in ACTIVATIONS:
-        raise ValueError(
-            f"scikit-learn has no output activation {est.out_activation_!r}; "
-            "to_sklearn() cannot express this network."
-        )
     theta = getattr(est, "_theta", None)
     if theta is not None and theta.shape[0] != _n_layer_params(est):
         raise ValueError(
@@ -195,7 +207,7 @@ def from_sklearn(cls, sk_est):
         est._validate_params()
     except InvalidParameterError as exc:
         raise ValueError(f"cbp cannot express this scikit-learn network: {exc}") from None
-    if sk_est.out_activation_ not in _core.OUTPUT_ACTIVATIONS:
+    if not any(row.out_activation == sk_est.out_activation_ for row in _registry.OUTPUTS):
         raise ValueError(
             f"cbp has no output activation {sk_est.out_activation_!r}; "
             f"{cls.__name__}.from_sklearn cannot express this network."

@@ -4,6 +4,11 @@ The estimators check their parameters and data, encode labels, allocate
 the flat parameter vector and the working buffers once per fit, and hand
 whole epochs (or, for lbfgs, whole-batch loss/gradient evaluations) to the
 compiled core in :mod:`cbp._core`. They never loop over samples.
+
+What each activation, loss and solver is comes from the tables of
+:mod:`cbp._registry`; the flat parameter vector's layout from
+:mod:`cbp._layout`, the stochastic solvers' state from
+:mod:`cbp._optimizers`, the thread limits from :mod:`cbp._threads`.
 """
 
 import threading
@@ -35,35 +40,28 @@ from sklearn.utils.validation import (
     check_is_fitted,
     validate_data,
 )
-import threadpoolctl
-from threadpoolctl import ThreadpoolController
-
-from . import _core, _distributed
+from . import _core, _distributed, _registry
+from ._docstrings import _CLASS_DOC_ATTRS, _CLASS_DOC_PARAMS
+from ._layout import _Layout, _block_rows, _loss_grad_rows
+# imported by name, which also keeps pickles and skops files that name the
+# optimizer cbp._multilayer_perceptron._StochasticOptimizer (as builds
+# before cbp._optimizers wrote them) loadable
+from ._optimizers import _StochasticOptimizer
 from ._progress import _EpochFeedback, _print
 from ._sklearn_callbacks import _CallbackSupport, fit_tasks
+from ._threads import _MAX_N_JOBS, _n_threads, _SingleThreadedBLAS
 
-_STOCHASTIC_SOLVERS = ("sgd", "adam", "rmsprop")
+_STOCHASTIC_SOLVERS = _registry.STOCHASTIC_SOLVERS
 # What the stochastic solvers record during a fit (set afresh by _initialize).
 _STOCHASTIC_STATE = (
     "loss_curve_", "best_loss_", "validation_scores_", "validation_loss_curve_",
     "best_validation_score_", "_no_improvement_count", "_optimizer",
 )
 
-# Initial PReLU slope of every hidden unit (He et al., 2015).
-_PRELU_INIT = 0.25
-
 # Held while ``_packed_params`` checks and repacks ``coefs_``/``intercepts_``
 # (microseconds; never while the core runs).
 _PACK_LOCK = threading.Lock()
 
-# Rows per block in prediction and in lbfgs's full-batch passes: the
-# working memory is bounded by the block, not by the number of samples.
-_BLOCK_ELEMENTS = 1 << 19
-_MIN_BLOCK_ROWS = 256
-_MAX_BLOCK_ROWS = 8192
-# Bound of |n_jobs|: more threads than any shared-memory machine has CPUs
-# (the threads used are capped by the CPUs anyway, see _n_threads).
-_MAX_N_JOBS = 2**16
 # The core addresses all weights with 32-bit BLAS sizes.
 _MAX_WEIGHTS = 2**31 - 1
 
@@ -73,91 +71,6 @@ _NONFINITE_WEIGHTS = (
     "Solver produced non-finite parameter weights. The input data may"
     " contain large values and need to be preprocessed."
 )
-
-
-class _SingleThreadedBLAS:
-    """Context keeping BLAS single-threaded while the core's threads run.
-
-    The core splits each batch over its own OpenMP threads and calls BLAS
-    from each of them; a multithreaded BLAS inside would oversubscribe the
-    cores. The limit is process-wide and counted: the first context entered
-    (from any Python thread) sets it, the last one left restores the
-    limits found by the first, whichever threads these are, and whatever
-    ends the block (an exception, KeyboardInterrupt). A serial (no OpenMP)
-    build leaves BLAS its threads.
-
-    threadpoolctl lets only one thread at a time change a process-wide
-    OpenBLAS pool (the "controlling thread") and silently ignores the
-    others, so a restore from a thread other than the one that set the
-    limit would be dropped and BLAS would stay at one thread for good.
-    Every change here is therefore made under the class lock, with the
-    controlling thread cleared before (so this thread takes control) and
-    after (so no thread keeps it, and the user's own ``threadpool_limits``
-    from any thread keeps working).
-    """
-
-    _lock = threading.Lock()
-    _depth = 0
-    _limiter = None
-    _controller = None
-
-    @staticmethod
-    def _release_blas_control():
-        # absent before threadpoolctl 3.6, whose OpenBLAS limits are not
-        # tied to a thread
-        clear = getattr(threadpoolctl.OpenBLASController, "clear_controlling_thread", None)
-        if clear is not None:
-            clear(force=True)
-
-    @classmethod
-    def _restore(cls):
-        """Restore the saved limits (called with the lock held)."""
-        interrupted = None
-        while cls._limiter is not None:
-            # a KeyboardInterrupt in the middle would leave some library at
-            # one thread: finish the restore, then raise it
-            try:
-                cls._release_blas_control()
-                cls._limiter.restore_original_limits()
-                cls._release_blas_control()
-                cls._limiter = None
-            except KeyboardInterrupt as exc:
-                interrupted = exc
-        if interrupted is not None:
-            raise interrupted
-
-    def __enter__(self):
-        if not _core.openmp_enabled():
-            return self
-        cls = type(self)
-        with cls._lock:
-            if cls._depth == 0:
-                if cls._controller is None:
-                    cls._controller = ThreadpoolController()
-                if cls._limiter is not None:
-                    # left set by an enter interrupted before it counted
-                    cls._restore()
-                try:
-                    cls._release_blas_control()
-                    cls._limiter = cls._controller.limit(limits=1, user_api="blas")
-                    cls._release_blas_control()
-                except BaseException:
-                    # limits set before the failure are restored, if any
-                    if cls._limiter is not None:
-                        cls._restore()
-                    raise
-            cls._depth += 1
-        return self
-
-    def __exit__(self, *exc):
-        if not _core.openmp_enabled():
-            return False
-        cls = type(self)
-        with cls._lock:
-            cls._depth -= 1
-            if cls._depth == 0:
-                cls._restore()
-        return False
 
 
 class _LayerWidths(Options):
@@ -195,180 +108,6 @@ class _LayerWidths(Options):
         return "a sequence of ints >= 1"
 
 
-def _n_threads(n_jobs):
-    """OpenMP threads for ``n_jobs``: None means all, negative counts back.
-
-    Capped, as the core caps it, to what OpenMP can start here: the CPUs
-    this process may run on (its affinity mask), OMP_THREAD_LIMIT, 1 inside
-    an OpenMP region that cannot nest, 1 in a forked child.
-    """
-    n_max = _core.max_threads()
-    if n_jobs is None:
-        n = n_max
-    elif n_jobs < 0:
-        n = max(1, n_max + 1 + n_jobs)
-    else:
-        n = int(n_jobs)
-    return _core.thread_cap(n)
-
-
-def _block_rows(n_samples, width):
-    """Rows per block so that a block holds about ``_BLOCK_ELEMENTS`` values."""
-    rows = _BLOCK_ELEMENTS // max(int(width), 1)
-    rows = min(max(rows, _MIN_BLOCK_ROWS), _MAX_BLOCK_ROWS)
-    return int(max(1, min(rows, n_samples)))
-
-
-def _loss_grad_rows(network, data):
-    """Rows per block of :meth:`cbp._core.Network.loss_grad` over ``data``
-    (see :func:`_block_rows`): its workspace per row is the width."""
-    width = _core.train_workspace_size(
-        network.units, 1, prelu=network.prelu, sparse=data.sparse
-    )
-    return _block_rows(data.n_samples, width)
-
-
-class _Layout:
-    """Shapes of a network and where its arrays sit in the flat vector.
-
-    Parameters
-    ----------
-    units : list of int
-        Layer widths, input first, output last.
-    prelu : bool, default=False
-        Whether the vector ends with one PReLU slope per hidden unit.
-    """
-
-    def __init__(self, units, prelu=False):
-        self.units = np.asarray(units, dtype=np.intc)
-        self.prelu = bool(prelu)
-        self.offsets, self.n_params = _core.param_offsets(self.units, prelu=self.prelu)
-        self.n_layers = len(units) - 1
-        self.n_slopes = int(sum(self.units[1:-1])) if self.prelu else 0
-
-    def slope_views(self, theta):
-        """Return the PReLU slopes of each hidden layer: views into ``theta``."""
-        if not self.prelu:
-            return []
-        pos = self.n_params - self.n_slopes
-        views = []
-        for width in self.units[1:-1]:
-            views.append(theta[pos : pos + width])
-            pos += int(width)
-        return views
-
-    def views(self, theta):
-        """Return (coefs, intercepts): lists of views into ``theta``."""
-        L, u, off = self.n_layers, self.units, self.offsets
-        coefs = [
-            theta[off[i] : off[i] + u[i] * u[i + 1]].reshape(u[i], u[i + 1])
-            for i in range(L)
-        ]
-        intercepts = [theta[off[L + i] : off[L + i] + u[i + 1]] for i in range(L)]
-        return coefs, intercepts
-
-    def is_packed(self, theta, coefs, intercepts, slopes=()):
-        """True when ``coefs``/``intercepts`` (and the PReLU ``slopes``) are
-        exactly the views of ``theta``."""
-        if theta is None or len(coefs) != self.n_layers:
-            return False
-        if len(intercepts) != self.n_layers or theta.shape[0] != self.n_params:
-            return False
-        slopes = list(slopes) if self.prelu else []
-        expected_slopes = self.slope_views(theta)
-        if len(slopes) != len(expected_slopes):
-            return False
-        expected_coefs, expected_intercepts = self.views(theta)
-        for arr, ref in zip(
-            list(coefs) + list(intercepts) + slopes,
-            expected_coefs + expected_intercepts + expected_slopes,
-        ):
-            if not isinstance(arr, np.ndarray) or arr.dtype != theta.dtype:
-                return False
-            if arr.shape != ref.shape or not arr.flags.c_contiguous:
-                return False
-            if arr.__array_interface__["data"][0] != (
-                ref.__array_interface__["data"][0]
-            ):
-                return False
-        return True
-
-    def pack(self, coefs, intercepts, dtype, slopes=None):
-        """Copy ``coefs``/``intercepts`` (and, with PReLU, ``slopes``: None
-        for the initial 0.25) into a new flat vector of ``dtype``."""
-        shapes = [(int(self.units[i]), int(self.units[i + 1])) for i in range(self.n_layers)]
-        for i, (c, b) in enumerate(zip(coefs, intercepts)):
-            if np.shape(c) != shapes[i] or np.shape(b) != (shapes[i][1],):
-                raise ValueError(
-                    f"coefs_[{i}] has shape {np.shape(c)} and intercepts_[{i}] "
-                    f"{np.shape(b)}; the network needs {shapes[i]} and "
-                    f"({shapes[i][1]},)."
-                )
-        parts = list(coefs) + list(intercepts)
-        if self.prelu:
-            widths = [int(u) for u in self.units[1:-1]]
-            if slopes is None:
-                slopes = [np.full(w, _PRELU_INIT) for w in widths]
-            if [np.shape(s) for s in slopes] != [(w,) for w in widths]:
-                raise ValueError(
-                    f"prelu_slopes_ have shapes {[np.shape(s) for s in slopes]}; "
-                    f"the hidden layers need {[(w,) for w in widths]}."
-                )
-            parts += list(slopes)
-        return np.concatenate([np.asarray(a, dtype=dtype).ravel() for a in parts])
-
-
-class _StochasticOptimizer:
-    """State of the sgd/adam/rmsprop optimizer between epochs and partial_fit calls.
-
-    The per-parameter state (velocity, Adam's moments m and v, or
-    RMSprop's mean square) are flat vectors laid out like the parameters;
-    the core updates them in place.
-    The learning-rate schedule and the stopping rule follow scikit-learn's.
-    """
-
-    def __init__(self, est, n_params, dtype):
-        self.solver = est.solver
-        self.learning_rate_init = float(est.learning_rate_init)
-        self.learning_rate = float(est.learning_rate_init)
-        self.lr_schedule = est.learning_rate
-        self.power_t = float(est.power_t)
-        self.state_1 = np.zeros(n_params, dtype=dtype)
-        self.state_2 = (
-            np.zeros(n_params, dtype=dtype)
-            if self.solver == "adam"
-            else np.zeros(1, dtype=dtype)[:0]
-        )
-        self.step = np.zeros(1, dtype=np.intp)
-
-    def matches(self, n_params, dtype, solver):
-        return (
-            self.state_1.shape[0] == n_params
-            and self.state_1.dtype == dtype
-            and self.solver == solver
-        )
-
-    def iteration_ends(self, time_step):
-        """Update the learning rate at the end of an epoch ('invscaling')."""
-        if self.solver == "sgd" and self.lr_schedule == "invscaling":
-            self.learning_rate = self.learning_rate_init / (time_step + 1) ** self.power_t
-
-    def trigger_stopping(self, msg, verbose):
-        """Return True to stop; 'adaptive' sgd divides the rate by 5 instead."""
-        if self.solver != "sgd" or self.lr_schedule != "adaptive":
-            if verbose:
-                _print(msg + " Stopping.")
-            return True
-        if self.learning_rate <= 1e-6:
-            if verbose:
-                _print(msg + " Learning rate too small. Stopping.")
-            return True
-        self.learning_rate /= 5.0
-        if verbose:
-            _print(msg + " Setting learning rate to %f" % self.learning_rate)
-        return False
-
-
 class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
     """Base class for MLP classification and regression.
 
@@ -381,14 +120,9 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
             _LayerWidths(),
             Interval(Integral, 1, None, closed="left"),
         ],
-        "activation": [
-            StrOptions(
-                {"identity", "logistic", "tanh", "relu", "leaky_relu", "elu",
-                 "softplus", "prelu"}
-            )
-        ],
+        "activation": [StrOptions(set(_registry.ACTIVATIONS))],
         "leaky_relu_slope": [Interval(Real, 0, None, closed="left")],
-        "solver": [StrOptions({"lbfgs", "sgd", "adam", "rmsprop"})],
+        "solver": [StrOptions(set(_registry.SOLVERS))],
         "rho": [Interval(Real, 0, 1, closed="left")],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "dropout": [Interval(Real, 0, 1, closed="left"), "array-like"],
@@ -512,7 +246,7 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
                     "layer's fan_in."
                 )
         units = [shapes[0][0]] + [sh[1] for sh in shapes]
-        prelu = self.activation == "prelu"
+        prelu = self._activation_row().learned
         layout = getattr(self, "_layout_cache", None)
         if layout is None or list(layout.units) != units or layout.prelu != prelu:
             layout = _Layout(units, prelu=prelu)
@@ -584,13 +318,7 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
         self.n_outputs_ = y.shape[1]
         self.n_layers_ = len(layer_units)
 
-        if not is_classifier(self):
-            # the log link of the Poisson loss, as scikit-learn (>= 1.7)
-            self.out_activation_ = "exp" if self.loss == "poisson" else "identity"
-        elif self._label_binarizer.y_type_ == "multiclass":
-            self.out_activation_ = "softmax"
-        else:
-            self.out_activation_ = "logistic"
+        self.out_activation_ = self._output_for_fit().out_activation
 
         coefs, intercepts = [], []
         for i in range(self.n_layers_ - 1):
@@ -599,7 +327,7 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
             )
             coefs.append(coef_init)
             intercepts.append(intercept_init)
-        layout = _Layout(layer_units, prelu=self.activation == "prelu")
+        layout = _Layout(layer_units, prelu=self._activation_row().learned)
         self._layout_cache = layout
         self._set_theta(layout.pack(coefs, intercepts, dtype), layout)
 
@@ -619,9 +347,7 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
 
     def _init_coef(self, fan_in, fan_out, dtype):
         # Glorot et al.'s uniform initialisation, as scikit-learn draws it
-        factor = 6.0
-        if self.activation == "logistic":
-            factor = 2.0
+        factor = self._activation_row().init_factor
         init_bound = np.sqrt(factor / (fan_in + fan_out))
         coef_init = self._random_state.uniform(
             -init_bound, init_bound, (fan_in, fan_out)
@@ -640,7 +366,7 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
         layout = self._layout()
         return _core.Network(
             layout.units,
-            _core.HIDDEN_ACTIVATIONS[self.activation],
+            self._activation_row().code,
             self._output_code(),
             dtype,
             **self._core_options(),
@@ -666,33 +392,48 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
             raise ValueError(f"dropout rates must be in [0, 1), got {self.dropout!r}.")
         if not rates.any():
             return None
-        if self.solver == "lbfgs":
+        if not _registry.SOLVERS[self.solver].stochastic:
             raise ValueError(
                 "dropout needs a stochastic solver ('sgd', 'adam', 'rmsprop'): "
                 "'lbfgs' minimises a fixed full-batch objective."
             )
         return np.ascontiguousarray(rates)
 
+    def _activation_row(self):
+        """The registry's row of the hidden activation."""
+        return _registry.ACTIVATIONS[self.activation]
+
+    @abstractmethod
+    def _output_for_fit(self):
+        """The registry's row of the output and loss a fit starts with."""
+
+    def _output_row(self):
+        """The registry's row of the fitted output activation and the loss."""
+        return _registry.output(self.loss, self.out_activation_)
+
     def _output_code(self):
         """The core's code of the output activation and its loss."""
-        return _core.OUTPUT_ACTIVATIONS[self.out_activation_]
+        return self._output_row().code
 
     def _core_options(self):
         """Keyword arguments of the core's entry points beyond the layout."""
-        return {"activation_param": float(self.leaky_relu_slope)}
+        param = self._activation_row().param
+        return {} if param is None else {"activation_param": float(getattr(self, param))}
 
     def _loss_options(self):
         """Keyword arguments of the core's training entry points for the loss."""
-        return {}
+        param = self._output_row().param
+        return {} if param is None else {"loss_param": float(getattr(self, param))}
 
     def _reported_loss(self, data_loss, penalty):
         """The loss as scikit-learn reports it.
 
         The core's data loss sums each sample's loss over the outputs (the
-        objective whose gradient it computes). scikit-learn reports the
-        squared error averaged over outputs too; every other loss summed.
+        objective whose gradient it computes). scikit-learn averages some
+        losses over the outputs instead (the registry's
+        ``averaged_over_outputs``).
         """
-        if self.out_activation_ == "identity":
+        if self._output_row().averaged_over_outputs:
             data_loss = data_loss / self.n_outputs_
         return data_loss + penalty
 
@@ -709,7 +450,7 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
                 "callbacks are called after each epoch of the stochastic solvers "
                 f"{_STOCHASTIC_SOLVERS}; solver={self.solver!r} has no epochs."
             )
-        if self.solver == "lbfgs" and self.weight_decay > 0:
+        if not _registry.SOLVERS[self.solver].stochastic and self.weight_decay > 0:
             raise ValueError(
                 f"weight_decay={self.weight_decay} is the decoupled weight decay of "
                 "the stochastic solvers ('sgd', 'adam', 'rmsprop'); 'lbfgs' has no "
@@ -852,16 +593,17 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
         # the per-batch core calls of data-parallel training (batch_loss_grad,
         # optimizer_step) do not take these yet
         unsupported = []
-        if self.solver == "rmsprop":
-            unsupported.append("solver='rmsprop'")
+        if not _registry.SOLVERS[self.solver].data_parallel:
+            unsupported.append(f"solver={self.solver!r}")
         if self.weight_decay > 0:
             unsupported.append(f"weight_decay={self.weight_decay!r}")
         if self._dropout_rates is not None:
             unsupported.append(f"dropout={self.dropout!r}")
-        if self.activation in ("leaky_relu", "prelu"):
+        activation = _registry.ACTIVATIONS[self.activation]
+        if activation.param is not None or activation.learned:
             unsupported.append(f"activation={self.activation!r}")
-        if getattr(self, "loss", None) == "huber":
-            unsupported.append("loss='huber'")
+        if _registry.loss_param(getattr(self, "loss", None)) is not None:
+            unsupported.append(f"loss={self.loss!r}")
         if getattr(self, "class_weight", None) == "balanced":
             # each rank would balance its own shard
             unsupported.append("class_weight='balanced'")
@@ -1060,7 +802,7 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
         else:
             network = self._network(dtype, data_parallel.n_threads)
         network.set_optimizer(
-            _core.SOLVERS[self.solver],
+            _registry.SOLVERS[self.solver].code,
             optimizer.state_1,
             optimizer.state_2,
             optimizer.step,
@@ -1511,247 +1253,6 @@ def _check_optimize_result(result, max_iter):
     return min(result.nit, max_iter)
 
 
-_CLASS_DOC_PARAMS = """
-    hidden_layer_sizes : array-like of shape (n_layers - 2,), default=(100,)
-        The ith element is the number of neurons in the ith hidden layer.
-
-    activation : {'identity', 'logistic', 'tanh', 'relu', 'leaky_relu', \
-            'elu', 'softplus', 'prelu'}, default='relu'
-        Activation function f of the hidden layers: 'identity' f(z) = z,
-        'logistic' f(z) = 1 / (1 + exp(-z)), 'tanh' f(z) = tanh(z),
-        'relu' f(z) = max(0, z). Beyond scikit-learn: 'leaky_relu'
-        f(z) = z if z > 0 else leaky_relu_slope * z; 'elu'
-        f(z) = z if z > 0 else exp(z) - 1; 'softplus' f(z) = log(1 + exp(z));
-        'prelu' f(z) = z if z > 0 else a_j * z with a slope a_j learned per
-        hidden unit (initially 0.25, not penalised by alpha), stored in the
-        flat parameter vector after the biases and exposed as
-        ``prelu_slopes_``.
-
-    solver : {'lbfgs', 'sgd', 'adam', 'rmsprop'}, default='adam'
-        The weight optimizer: 'lbfgs' (quasi-Newton, scipy's L-BFGS-B on
-        the full-batch loss and gradient from the core), 'sgd' (mini-batch
-        gradient descent with momentum), 'adam' (Kingma and Ba) or, beyond
-        scikit-learn, 'rmsprop' (Tieleman and Hinton:
-        ``v = rho * v + (1 - rho) * g²``,
-        ``theta -= learning_rate_init * g / (sqrt(v) + epsilon)``).
-
-    alpha : float, default=0.0001
-        Strength of the L2 penalty on the weights (not the biases),
-        ``0.5 * alpha * ||W||² / sw_sum`` added to the loss, where sw_sum is
-        the batch's number of samples (or sum of sample weights).
-
-    batch_size : int or 'auto', default='auto'
-        Mini-batch size for the stochastic solvers; 'auto' is
-        ``min(200, n_samples)``. Ignored by 'lbfgs'.
-
-    learning_rate : {'constant', 'invscaling', 'adaptive'}, default='constant'
-        Learning-rate schedule for 'sgd': 'constant' keeps
-        learning_rate_init; 'invscaling' uses
-        ``learning_rate_init / (t_ + 1) ** power_t`` after each epoch;
-        'adaptive' divides the rate by 5 each time the loss (or validation
-        score) stops improving by tol for n_iter_no_change epochs.
-
-    learning_rate_init : float, default=0.001
-        The initial learning rate (eta) of 'sgd', 'adam' and 'rmsprop'.
-
-    power_t : float, default=0.5
-        Exponent of the 'invscaling' schedule.
-
-    max_iter : int, default=200
-        Maximum number of epochs (stochastic solvers) or iterations (lbfgs).
-
-    shuffle : bool, default=True
-        Whether to shuffle samples in each epoch (stochastic solvers).
-
-    random_state : int, RandomState instance or None, default=None
-        Seeds the weight initialisation, the shuffling and the validation
-        split. The draws are the same as scikit-learn's, so the same seed
-        gives the same initial weights and batch order.
-
-    tol : float, default=1e-4
-        Tolerance for the optimization: training stops (or 'adaptive'
-        lowers the rate) after n_iter_no_change epochs that do not improve
-        the loss or validation score by at least tol.
-
-    verbose : bool, default=False
-        Whether to print progress messages to stdout. The stochastic
-        solvers print one line per epoch, starting like scikit-learn's
-        ``Iteration 3, loss = 0.12345678`` and adding the validation score
-        (under early stopping), the epoch's time and the estimated time
-        left until max_iter. On a terminal (or in a Jupyter notebook) the
-        line is rewritten in place; otherwise each epoch prints its own line.
-
-    warm_start : bool, default=False
-        Reuse the current ``coefs_`` and ``intercepts_`` as the starting
-        point of the next call to fit.
-
-    momentum : float, default=0.9
-        Momentum of 'sgd', in [0, 1].
-
-    nesterovs_momentum : bool, default=True
-        Whether 'sgd' uses Nesterov's momentum.
-
-    early_stopping : bool, default=False
-        Hold out validation_fraction of the training data and stop when
-        its score stops improving; the best weights are restored.
-
-    validation_fraction : float, default=0.1
-        Fraction of the training data held out for early stopping.
-
-    beta_1 : float, default=0.9
-        Decay rate of Adam's first-moment estimate, in [0, 1).
-
-    beta_2 : float, default=0.999
-        Decay rate of Adam's second-moment estimate, in [0, 1).
-
-    epsilon : float, default=1e-8
-        Numerical-stability constant of 'adam' and 'rmsprop'.
-
-    n_iter_no_change : int, default=10
-        Number of epochs without improvement by tol before stopping.
-
-    max_fun : int, default=15000
-        Maximum number of loss evaluations of 'lbfgs'.
-
-    n_jobs : int or None, default=None
-        Number of threads the core splits each batch over (OpenMP; BLAS is
-        kept single-threaded inside them), from 1 to 65536, or -1 to
-        -65536 counting back from all. None uses all the threads OpenMP
-        offers (``OMP_NUM_THREADS`` or the number of CPUs), -1 as well, -2
-        all but one. The threads used are capped by the CPUs this process
-        may run on (``os.sched_getaffinity``) and ``OMP_THREAD_LIMIT``,
-        and are 1 inside another OpenMP region and in a child process
-        forked (``os.fork``, multiprocessing's 'fork') from one that had
-        imported cbp, where OpenMP's threads are gone. The same n_jobs gives
-        the same bits; other values agree to rounding (bit for bit on many
-        BLAS kernels). Not in scikit-learn, whose MLP uses BLAS's threads.
-        With ``comm``, None gives each rank its node's cores divided by
-        the node's ranks.
-
-    callbacks : list or tuple of callable, default=None
-        Functions ``f(estimator, info)`` called after each epoch of the
-        stochastic solvers ('sgd', 'adam', 'rmsprop'), in order, with the
-        estimator and a dict of the epoch's figures: ``epoch``
-        (= ``n_iter_``), ``loss``, ``validation_score`` (None without early
-        stopping), ``time`` (seconds of the epoch), ``elapsed``, ``eta``
-        (seconds left until max_iter; None under partial_fit),
-        ``learning_rate``, ``n_samples_seen`` (= ``t_``) and ``max_iter``.
-        Training stops after the epoch when any of them returns True (without
-        a ConvergenceWarning; ``n_iter_`` counts the epochs run). 'lbfgs' has
-        no epochs and refuses callbacks. Like every parameter, the list is
-        deep-copied by :func:`sklearn.clone` (and so inside GridSearchCV or
-        cross_val_score): a callback that is a bound method then works on a
-        copy of its object. Not in scikit-learn. scikit-learn's callback
-        API (scikit-learn >= 1.9) is set with ``set_callbacks`` instead.
-
-    comm : mpi4py.MPI.Comm or None, default=None
-        Train data-parallel over the ranks of this MPI communicator
-        (``pip install cbp[mpi]``; launch with ``mpiexec -n K python
-        script.py``): every rank calls ``fit``/``partial_fit`` with its own
-        shard of the rows, the gradients of each global batch of
-        ``K * batch_size`` rows are summed with ``Allreduce``, and all
-        ranks end with the same weights, equal (to rounding) to a
-        single-process fit with ``batch_size=K * batch_size`` on the
-        shards concatenated in rank order; the global batch order is
-        defined in :mod:`cbp._distributed`. Only 'sgd' and 'adam', without
-        early stopping. None (the default) trains in this process, as
-        scikit-learn does. Not in scikit-learn.
-
-    leaky_relu_slope : float, default=0.01
-        Slope of 'leaky_relu' for z <= 0, >= 0 (0 gives 'relu'). Ignored
-        by the other activations.
-
-    dropout : float or array-like of float, default=0.0
-        Dropout rate of the hidden layers, one for all or one per hidden
-        layer, each in [0, 1); 0 turns it off (and training is then
-        exactly as without it). While training with a stochastic solver,
-        each hidden unit's activation is set to 0 with that probability and
-        the kept ones are scaled by ``1 / (1 - rate)`` (inverted dropout);
-        prediction uses the whole network. The masks come from a hash of
-        (a key drawn from random_state, the sample's position counted over
-        all epochs, the unit), so they are reproducible with random_state
-        and independent of n_jobs. 'lbfgs' rejects rates > 0. ``loss_`` and
-        ``loss_curve_`` are the losses of the thinned networks.
-
-    rho : float, default=0.9
-        Decay rate of 'rmsprop''s running mean of squared gradients, in
-        [0, 1). Ignored by the other solvers.
-
-    weight_decay : float, default=0.0
-        Decoupled weight decay of the stochastic solvers (Loshchilov and
-        Hutter; 'adam' becomes AdamW): each step also does
-        ``W -= learning_rate * weight_decay * W`` on the weights (not the
-        biases or PReLU slopes), apart from the gradient and so apart from
-        Adam's and RMSprop's scaling. Unlike alpha it is not part of the
-        loss. 'lbfgs' has no step size to scale it and rejects values > 0.
-"""
-
-_CLASS_DOC_ATTRS = """
-    loss_ : float
-        The current loss, as scikit-learn reports it (squared error
-        averaged over outputs, cross-entropies summed over outputs,
-        plus the L2 penalty).
-
-    best_loss_ : float or None
-        The minimum loss reached (None with early stopping).
-
-    loss_curve_ : list of float
-        The loss after each epoch (stochastic solvers).
-
-    validation_scores_ : list of float or None
-        Validation score after each epoch with early stopping, else None.
-
-    validation_loss_curve_ : list of float or None
-        With early stopping, the loss on the held-out validation rows after
-        each epoch (with the epoch's final weights, the whole network: no
-        dropout), else None; like ``validation_scores_``, set by the
-        stochastic solvers only. The same loss as ``loss_curve_``: each
-        row's loss weighted by its sample weight (class weights included),
-        reported as ``loss_`` is, plus the L2 penalty as each training
-        batch has it, ``0.5 * alpha * ||W||² / sw_sum`` with sw_sum the
-        rows' weight sum (here the validation rows', there the batch's).
-        With ``alpha=0`` and no dropout the two curves compare directly
-        (``loss_curve_`` averages the epoch's batches while the weights
-        move). Not in scikit-learn.
-
-    best_validation_score_ : float or None
-        Best validation score with early stopping, else None.
-
-    t_ : int
-        Number of training samples seen by the solver.
-
-    coefs_ : list of ndarray of shape (fan_in, fan_out)
-        The weight matrix W_l of each layer: views into one flat
-        parameter vector shared with the core.
-
-    prelu_slopes_ : list of ndarray of shape (n_units,)
-        With ``activation='prelu'`` only: the learned slope of each hidden
-        unit for z <= 0, one array per hidden layer, views into the same
-        flat parameter vector (after the biases).
-
-    intercepts_ : list of ndarray of shape (fan_out,)
-        The bias vector b_l of each layer.
-
-    n_features_in_ : int
-        Number of features seen during fit.
-
-    feature_names_in_ : ndarray of shape (``n_features_in_``,)
-        Names of features seen during fit, when X has string column names.
-
-    n_iter_ : int
-        Number of epochs (or lbfgs iterations) run.
-
-    n_layers_ : int
-        Number of layers, input and output included.
-
-    n_outputs_ : int
-        Number of outputs.
-
-    out_activation_ : str
-        Name of the output activation.
-"""
-
-
 class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
     __doc__ = (
         """Multilayer perceptron classifier trained by the cbp core.
@@ -1913,6 +1414,12 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
                     f"`self.classes_` has {self.classes_}. 'y' has {classes}."
                 )
         return self._label_binarizer.transform(y).astype(bool)
+
+    def _output_for_fit(self):
+        # one label out of many classes: softmax; binary and multilabel
+        # targets: a logistic output per label
+        multiclass = self._label_binarizer.y_type_ == "multiclass"
+        return _registry.CLASSIFIER_OUTPUTS["softmax" if multiclass else "logistic"]
 
     def _class_sample_weight(self, y, incremental):
         """``class_weight`` as per-sample weights of the binarized targets y."""
@@ -2107,7 +1614,7 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
 
     _parameter_constraints: dict = {
         **BaseMultilayerPerceptron._parameter_constraints,
-        "loss": [StrOptions({"squared_error", "poisson", "huber"})],
+        "loss": [StrOptions(set(_registry.REGRESSION_LOSSES))],
         "huber_delta": [Interval(Real, 0, None, closed="neither")],
     }
 
@@ -2224,13 +1731,14 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
         )
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
-        if self.loss == "poisson" and np.any(y < 0):
+        loss = self._output_for_fit()
+        if loss.nonnegative_targets and np.any(y < 0):
             raise ValueError(
-                "loss='poisson' needs non-negative targets (counts or rates); "
+                f"loss={self.loss!r} needs non-negative targets (counts or rates); "
                 f"y has negative values, the smallest is {np.min(y)}."
             )
         if not reset and hasattr(self, "out_activation_") and (
-            (self.out_activation_ == "exp") != (self.loss == "poisson")
+            loss.out_activation != self.out_activation_
         ):
             raise ValueError(
                 f"The network was fitted with output activation "
@@ -2239,13 +1747,8 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
             )
         return X, y
 
-    def _output_code(self):
-        if self.out_activation_ == "identity" and self.loss == "huber":
-            return _core.REGRESSION_LOSSES["huber"]
-        return _core.OUTPUT_ACTIVATIONS[self.out_activation_]
-
-    def _loss_options(self):
-        return {"loss_param": float(self.huber_delta)}
+    def _output_for_fit(self):
+        return _registry.REGRESSION_LOSSES[self.loss]
 
     @available_if(lambda est: est._check_solver())
     @_fit_context(prefer_skip_nested_validation=True)

@@ -31,6 +31,8 @@ import warnings
 
 import numpy as np
 
+from . import _registry
+
 _REGISTER_LOCK = threading.Lock()
 _registered = False
 
@@ -69,34 +71,37 @@ def _logistic(scope, container, z, proto_dtype, dtype):
 def _hidden_activation(scope, container, est, z, layer, proto_dtype, dtype):
     """Node(s) of the hidden activation ``est.activation`` applied to z.
 
-    In float32 each is its ONNX operator. In float64 onnxruntime (1.32,
-    as tested) has no kernel for Elu, Softplus and PRelu at the opsets
-    skl2onnx targets, and LeakyRelu's alpha is a float32 attribute that
-    would round the slope, so those four are spelled out from operators it
-    runs in float64, with the core's formulas.
+    In float32 each is its ONNX operator (the registry's ``onnx_op``). In
+    float64 onnxruntime (1.32, as tested) has no kernel for Elu, Softplus
+    and PRelu at the opsets skl2onnx targets, and LeakyRelu's alpha is a
+    float32 attribute that would round the slope, so those (the rows
+    without ``onnx_float64``) are spelled out from operators it runs in
+    float64, with the core's formulas; so is the logistic function (see
+    :func:`_logistic`).
     """
     act = est.activation
+    row = _registry.ACTIVATIONS.get(act)
+    if row is None:
+        raise ValueError(f"No ONNX conversion for the hidden activation {act!r}.")
+    # the slope for z <= 0: the estimator's parameter, or the layer's
+    # learned slopes
+    if row.param is not None:
+        slopes = np.array([getattr(est, row.param)], dtype=dtype)
+    elif row.learned:
+        slopes = np.asarray(est.prelu_slopes_[layer], dtype=dtype)
+    else:
+        slopes = None
+    if row.onnx_op is not None and (dtype == np.float32 or row.onnx_float64):
+        if row.param is not None:
+            return _node(scope, container, row.onnx_op, [z], alpha=float(slopes[0]))
+        if row.learned:
+            slope = _constant(scope, container, proto_dtype, slopes, "slopes")
+            return _node(scope, container, row.onnx_op, [z, slope])
+        return _node(scope, container, row.onnx_op, [z])
     if act == "identity":
         return z
     if act == "logistic":
         return _logistic(scope, container, z, proto_dtype, dtype)
-    if act in ("tanh", "relu"):
-        return _node(scope, container, act.capitalize(), [z])
-    if act not in ("leaky_relu", "prelu", "elu", "softplus"):
-        raise ValueError(f"No ONNX conversion for the hidden activation {act!r}.")
-    if act == "leaky_relu":
-        slopes = np.array([est.leaky_relu_slope], dtype=dtype)
-    elif act == "prelu":
-        slopes = np.asarray(est.prelu_slopes_[layer], dtype=dtype)
-    if dtype == np.float32:
-        if act == "elu":
-            return _node(scope, container, "Elu", [z], alpha=1.0)
-        if act == "softplus":
-            return _node(scope, container, "Softplus", [z])
-        if act == "leaky_relu":
-            return _node(scope, container, "LeakyRelu", [z], alpha=float(slopes[0]))
-        slope = _constant(scope, container, proto_dtype, slopes, "slopes")
-        return _node(scope, container, "PRelu", [z, slope])
     one = np.ones((), dtype)
     if act == "softplus":
         # max(z, 0) + log(1 + exp(-|z|)): log1p's rounding is lost where
@@ -116,9 +121,11 @@ def _hidden_activation(scope, container, est, z, layer, proto_dtype, dtype):
         negative = _node(
             scope, container, "Sub", [_node(scope, container, "Exp", [z]), one]
         )
-    else:
+    elif slopes is not None:
         slope = _constant(scope, container, proto_dtype, slopes, "slopes")
         negative = _node(scope, container, "Mul", [slope, z])
+    else:
+        raise ValueError(f"No ONNX conversion for the hidden activation {act!r}.")
     zero = _constant(scope, container, proto_dtype, np.zeros((), dtype), "zero", shape=[])
     positive = _node(scope, container, "Greater", [z, zero])
     return _node(scope, container, "Where", [positive, z, negative])

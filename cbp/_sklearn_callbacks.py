@@ -11,6 +11,8 @@ and fitting works as without callbacks.
 import numpy as np
 import sklearn
 
+from . import _registry
+
 try:
     from sklearn.callback import CallbackSupportMixin
 except ImportError:  # scikit-learn < 1.9
@@ -100,10 +102,10 @@ class _FitTasks:
         self.incremental = incremental
         if incremental:
             max_subtasks, task_name = 0, "partial_fit"
-        elif estimator.solver == "lbfgs":
-            # scipy reports the end of an iteration, never the start of the
-            # next; the subtask begun after the last one (ended empty by
-            # close_subtask) is one more than max_iter
+        elif not _registry.SOLVERS[estimator.solver].stochastic:
+            # lbfgs: scipy reports the end of an iteration, never the start
+            # of the next; the subtask begun after the last one (ended empty
+            # by close_subtask) is one more than max_iter
             max_subtasks, task_name = int(estimator.max_iter) + 1, "fit"
         else:
             max_subtasks, task_name = int(estimator.max_iter), "fit"

@@ -148,6 +148,26 @@ def test_pickle_round_trip_keeps_predictions_and_training(digits):
     np.testing.assert_allclose(clone.coefs_[0], clf.coefs_[0], rtol=1e-12)
 
 
+def test_pickle_naming_the_optimizer_in_the_estimators_module_loads(digits, monkeypatch):
+    # pickles written by builds that defined the optimizer's class in
+    # cbp._multilayer_perceptron name it there; they load as the same class
+    from cbp._optimizers import _StochasticOptimizer
+
+    X, y = digits
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf = MLPClassifier(hidden_layer_sizes=(20,), max_iter=5, random_state=0).fit(X, y)
+    with monkeypatch.context() as patch:
+        patch.setattr(_StochasticOptimizer, "__module__", "cbp._multilayer_perceptron")
+        data = pickle.dumps(clf)
+    assert b"cbp._multilayer_perceptron" in data and b"cbp._optimizers" not in data
+    clone = pickle.loads(data)
+    assert type(clone._optimizer) is _StochasticOptimizer
+    clone.partial_fit(X, y)
+    clf.partial_fit(X, y)
+    np.testing.assert_array_equal(clone.coefs_[0], clf.coefs_[0])
+
+
 def test_same_seed_same_weights(digits):
     X, y = digits
     kw = dict(hidden_layer_sizes=(20,), max_iter=3, random_state=7)

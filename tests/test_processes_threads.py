@@ -20,7 +20,7 @@ import threadpoolctl
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import InvalidParameterError
 
-import cbp._multilayer_perceptron as mlp_module
+import cbp._threads as threads_module
 from cbp import MLPClassifier, MLPRegressor, _core
 
 needs_openmp = pytest.mark.skipif(not _core.openmp_enabled(), reason="serial build")
@@ -78,7 +78,7 @@ def test_n_jobs_range_is_in_the_docstrings():
         doc = " ".join(Est.__doc__.split())
         assert "from 1 to 65536, or -1 to -65536" in doc
         assert "capped by the CPUs this process may run on" in doc
-    assert mlp_module._MAX_N_JOBS == 2**16
+    assert threads_module._MAX_N_JOBS == 2**16
 
 
 @needs_openmp
@@ -88,9 +88,9 @@ def test_threads_used_are_capped_by_the_cpus_of_the_process():
         assert _core.cpu_count() == cpus
     n_cpus = _core.cpu_count()
     for n_jobs in (1, n_cpus, n_cpus + 1, 1000, 2**16, None, -1):
-        n = mlp_module._n_threads(n_jobs)
+        n = threads_module._n_threads(n_jobs)
         assert 1 <= n <= n_cpus
-    assert mlp_module._n_threads(2**16) == n_cpus
+    assert threads_module._n_threads(2**16) == n_cpus
     # the core's own entry point caps any integer, even past a C int
     assert _core.thread_cap(2**40) == n_cpus
     assert _core.thread_cap(-5) == 1
@@ -101,7 +101,7 @@ import os
 cpu = sorted(os.sched_getaffinity(0))[0]
 os.sched_setaffinity(0, {cpu})
 from cbp import MLPClassifier, _core
-import cbp._multilayer_perceptron as m
+import cbp._threads as m
 print(_core.cpu_count(), m._n_threads(8), m._n_threads(None))
 """
 
@@ -146,7 +146,7 @@ def test_the_largest_n_jobs_trains_and_predicts(tmp_path):
 
 
 _OMP_ENV_SCRIPT = """
-import cbp._multilayer_perceptron as m
+import cbp._threads as m
 print(m._n_threads(None), m._n_threads(2), m._n_threads(-1))
 """
 
@@ -171,7 +171,7 @@ def test_openmp_environment_variables_bound_the_threads(env, expected, tmp_path)
 def test_cpu_count_hook_lets_tests_run_more_threads_than_cpus(more_threads_than_cpus):
     """The thread-count independence tests run 3, 4, 5 and 7 threads on
     any machine through this hook (tests/conftest.py)."""
-    assert mlp_module._n_threads(7) == 7
+    assert threads_module._n_threads(7) == 7
     assert _core.thread_cap(more_threads_than_cpus + 1) == more_threads_than_cpus
 
 
@@ -183,7 +183,7 @@ import multiprocessing as mp, sys, warnings
 from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 from cbp import MLPClassifier, _core
-import cbp._multilayer_perceptron as m
+import cbp._threads as m
 warnings.simplefilter("ignore")
 rng = np.random.RandomState(0)
 X = rng.standard_normal((400, 12)); y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0)
@@ -264,7 +264,7 @@ def test_blas_limit_restored_when_the_last_user_is_another_thread():
     inside = []
 
     def thread_a():
-        with mlp_module._SingleThreadedBLAS():
+        with threads_module._SingleThreadedBLAS():
             a_in.set()
             b_in.wait(30)
             inside.append(_blas_threads())
@@ -273,7 +273,7 @@ def test_blas_limit_restored_when_the_last_user_is_another_thread():
 
     def thread_b():
         a_in.wait(30)
-        with mlp_module._SingleThreadedBLAS():
+        with threads_module._SingleThreadedBLAS():
             b_in.set()
             a_out.wait(30)
             inside.append(_blas_threads())
@@ -399,11 +399,11 @@ def test_blas_restore_finishes_when_interrupted_half_way(monkeypatch):
     monkeypatch.setattr(threadpoolctl._ThreadpoolLimiter, "restore_original_limits",
                         interrupted_once)
     with pytest.raises(KeyboardInterrupt):
-        with mlp_module._SingleThreadedBLAS():
+        with threads_module._SingleThreadedBLAS():
             pass
     monkeypatch.undo()
     assert _blas_threads() == before
-    assert mlp_module._SingleThreadedBLAS._depth == 0
+    assert threads_module._SingleThreadedBLAS._depth == 0
 
 
 # ---------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 import cbp._multilayer_perceptron as mlp_module
 from cbp import MLPClassifier, MLPRegressor, _core
+from cbp._threads import _n_threads
 
 from _rounding import assert_equal_to_rounding
 from _support import CoreProxy, quiet
@@ -808,7 +809,7 @@ def _assert_params_equal_to_rounding(a, b):
 @pytest.mark.parametrize("Est", ESTIMATORS)
 def test_same_seed_same_bits_for_the_same_thread_count(Est, solver, dtype,
                                                        more_threads_than_cpus):
-    assert mlp_module._n_threads(max(THREAD_COUNTS)) == max(THREAD_COUNTS)
+    assert _n_threads(max(THREAD_COUNTS)) == max(THREAD_COUNTS)
     X, y_class, y_reg = _data(301, 7, seed=2, dtype=dtype)
     y = _y_for(Est, y_class, y_reg)
     sw = np.random.RandomState(3).uniform(0.2, 2, len(X))
@@ -841,7 +842,7 @@ def test_same_seed_same_bits_for_the_same_thread_count(Est, solver, dtype,
 def test_thread_counts_agree_to_rounding_wide_layers(dtype, more_threads_than_cpus):
     """Layers of several SPLIT_QUANTUM-row blocks, shared unevenly: the
     threads' shares of the gradient and the step cross layer boundaries."""
-    assert mlp_module._n_threads(7) == 7
+    assert _n_threads(7) == 7
     X, y, _ = _data(400, 130, seed=4, dtype=dtype)
     results = []
     with quiet():

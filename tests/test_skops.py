@@ -25,9 +25,9 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 TRUSTED = [
     "cbp._multilayer_perceptron.MLPClassifier",
     "cbp._multilayer_perceptron.MLPRegressor",
-    "cbp._multilayer_perceptron._StochasticOptimizer",
+    "cbp._optimizers._StochasticOptimizer",
 ]
-_OPTIMIZER = "cbp._multilayer_perceptron._StochasticOptimizer"
+_OPTIMIZER = "cbp._optimizers._StochasticOptimizer"
 
 _RNG = np.random.RandomState(0)
 _X = _RNG.randn(60, 4)
@@ -139,3 +139,23 @@ def test_loading_without_trusting_cbp_is_refused():
     est, _, _ = _fitted("multiclass-adam")
     with pytest.raises(sio.exceptions.UntrustedTypesFoundException, match="MLPClassifier"):
         sio.loads(sio.dumps(est))
+
+
+def test_files_naming_the_optimizer_in_the_estimators_module_load(monkeypatch):
+    # files written by builds that defined the optimizer's class in
+    # cbp._multilayer_perceptron name it there: the name still loads, as
+    # the same class, and training goes on as in the original
+    from cbp._optimizers import _StochasticOptimizer
+
+    old_name = "cbp._multilayer_perceptron._StochasticOptimizer"
+    est, X, y = _fitted("multiclass-adam")
+    with monkeypatch.context() as patch:
+        patch.setattr(_StochasticOptimizer, "__module__", "cbp._multilayer_perceptron")
+        data = sio.dumps(est)
+    assert old_name in sio.get_untrusted_types(data=data)
+    loaded = sio.loads(data, trusted=["cbp._multilayer_perceptron.MLPClassifier", old_name])
+    assert type(loaded._optimizer) is _StochasticOptimizer
+    est.partial_fit(X, y)
+    loaded.partial_fit(X, y)
+    for a, b in zip(loaded.coefs_, est.coefs_):
+        np.testing.assert_array_equal(a, b)
