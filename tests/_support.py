@@ -1,4 +1,5 @@
-"""Helpers shared by the estimator tests: quiet short fits, a stand-in core."""
+"""Helpers shared by the estimator tests: quiet short fits, a core whose
+network runs hooks."""
 
 import contextlib
 import warnings
@@ -18,15 +19,25 @@ def quiet():
 
 class CoreProxy:
     """Stands in for ``cbp._core`` in the estimator module (monkeypatch it
-    there): delegates everything; ``hooks`` maps an entry point's name to a
-    replacement ``hook(real_function, *args, **kwargs)``."""
+    there): delegates everything but ``Network``, which becomes a Python
+    subclass of ``_core.Network`` whose methods named in ``hooks`` (such
+    as ``"epoch"``, ``"loss_grad"``, ``"predict"``, or ``"__init__"``) run
+    ``hook(real_method, *args, **kwargs)``, ``real_method`` bound to the
+    network."""
 
     def __init__(self, hooks):
-        self._hooks = hooks
+        methods = {name: _hooked(name, hook) for name, hook in hooks.items()}
+        self.Network = type("HookedNetwork", (_core.Network,), methods)
 
     def __getattr__(self, name):
-        real = getattr(_core, name)
-        hook = self._hooks.get(name)
-        if hook is None:
-            return real
-        return lambda *args, **kw: hook(real, *args, **kw)
+        return getattr(_core, name)
+
+
+def _hooked(name, hook):
+    real = getattr(_core.Network, name)
+
+    def method(self, *args, **kwargs):
+        return hook(real.__get__(self, type(self)), *args, **kwargs)
+
+    method.__name__ = name
+    return method

@@ -584,30 +584,37 @@ def test_sparse_input_is_not_densified():
     dict(loss="poisson"),
     dict(activation="prelu", dropout=0.5),
 ])
-def test_check_gradients_covers_the_new_losses(params, monkeypatch):
+def test_check_gradients_covers_huber_poisson_and_prelu_dropout(params, monkeypatch):
     import cbp
-    from cbp import _core
+    import cbp._multilayer_perceptron as mlp_module
+
+    from _support import CoreProxy
 
     rng = np.random.RandomState(0)
     X = rng.normal(size=(30, 4))
     y = rng.poisson(1.0, 30).astype(float)
-    seen = []
-    real = _core.loss_grad
+    built, evaluated = [], []
 
-    def spy(*args, **kw):
-        seen.append(kw)
+    def spy_init(real, *args, **kw):
+        built.append(kw)
         return real(*args, **kw)
 
-    monkeypatch.setattr(_core, "loss_grad", spy)
+    def spy_loss_grad(real, *args, **kw):
+        evaluated.append(1)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(mlp_module, "_core",
+                        CoreProxy({"__init__": spy_init, "loss_grad": spy_loss_grad}))
     # a fixed initialisation: with a random one, about 1 in 100 puts a ReLU
     # input or a Huber residual within eps of its kink, and the finite
     # difference crosses it
     est = MLPRegressor(hidden_layer_sizes=(5,), random_state=0, **params)
     errors = cbp.check_gradients(est, X, y)
     assert max(errors.values()) < 1e-5
+    assert built and evaluated
     if params.get("loss") == "huber":
         # the estimator's threshold, not the core's default
-        assert all(kw["loss_param"] == 0.3 for kw in seen)
+        assert all(kw["loss_param"] == 0.3 for kw in built)
 
 
 def test_check_gradients_with_sparse_input():

@@ -7,8 +7,10 @@ import pytest
 from sklearn.exceptions import ConvergenceWarning
 
 import cbp
+import cbp._multilayer_perceptron as mlp_module
 from cbp import MLPClassifier, MLPRegressor, check_gradients
-from cbp import _core
+
+from _support import CoreProxy
 
 
 @pytest.fixture(scope="module")
@@ -68,18 +70,18 @@ def test_fitted_estimator_checked_at_its_weights_and_left_unchanged(data):
 
 
 def _corrupt(monkeypatch, group):
-    """Make the core's loss_grad return a gradient wrong in ``group``."""
-    original = _core.loss_grad
+    """Make the network's loss_grad return a gradient wrong in ``group``."""
 
-    def wrong_loss_grad(theta, grad, X, Y, sw, units, offsets, *args, **kwargs):
-        result = original(theta, grad, X, Y, sw, units, offsets, *args, **kwargs)
+    def wrong_loss_grad(real, theta, grad, *args, **kwargs):
+        result = real(theta, grad, *args, **kwargs)
         layer, part = group
-        L = len(units) - 1
-        start = offsets[layer] if part == "coefs" else offsets[L + layer]
+        network = real.__self__
+        L = len(network.units) - 1
+        start = network.offsets[layer] if part == "coefs" else network.offsets[L + layer]
         grad[start] = grad[start] * 1.5 + 1e-3  # one wrong entry
         return result
 
-    monkeypatch.setattr(cbp._core, "loss_grad", wrong_loss_grad)
+    monkeypatch.setattr(mlp_module, "_core", CoreProxy({"loss_grad": wrong_loss_grad}))
 
 
 @pytest.mark.parametrize("group", [(0, "coefs"), (1, "intercepts"), (2, "coefs")])

@@ -261,7 +261,7 @@ def test_batch_weight_sums_follow_the_order():
     out = np.empty(5, dtype=np.float64)
     _core.batch_weight_sums(sw, order, 5, out)
     expected = [sum(float(sw[r]) for r in order[i:i + 5]) for i in range(0, 23, 5)]
-    assert out.tolist() == expected  # sequential sums, as train_epoch adds
+    assert out.tolist() == expected  # sequential sums, as Network.epoch adds
     _core.batch_weight_sums(sw, None, 5, out)
     np.testing.assert_allclose(out, [sw[i:i + 5].sum() for i in range(0, 23, 5)])
     with pytest.raises(ValueError, match="must hold 5"):
@@ -270,22 +270,22 @@ def test_batch_weight_sums_follow_the_order():
         _core.batch_weight_sums(sw, order + 1, 5, out)
 
 
-def test_batch_loss_grad_rejects_rows_out_of_range():
+def test_batch_grad_rejects_rows_out_of_range():
     from cbp import _core
 
-    units = np.array([3, 2], dtype=np.intc)
-    offsets, n_params = _core.param_offsets(units)
-    X, Y, sw = np.ones((4, 3)), np.ones((4, 2)), np.ones(4)
-    theta, grad = np.zeros(n_params), np.empty(n_params)
-    work = np.empty(_core.train_workspace_size(units, 4))
+    network = _core.Network([3, 2], _core.HIDDEN_ACTIVATIONS["identity"],
+                            _core.OUTPUT_ACTIVATIONS["identity"], np.float64)
+    data = _core.Input(np.ones((4, 3)), np.ones((4, 2)), np.ones(4))
+    theta, grad = np.zeros(network.n_params), np.empty(network.n_params)
     rows = np.array([0, 4], dtype=np.intp)
     with pytest.raises(ValueError, match="out of range"):
-        _core.batch_loss_grad(theta, grad, X, Y, sw, rows, 1.0, units, offsets,
-                              0, 0, work)
+        network.batch_grad(theta, grad, data, rows, 1.0)
+    with pytest.raises(ValueError, match="out of range"):
+        network.batch_grad(theta, grad, data, np.array([-1], dtype=np.intp), 1.0)
     # no rows: a zero gradient and a zero loss
-    data = _core.batch_loss_grad(theta, grad, X, Y, sw, rows[:0], 1.0, units,
-                                 offsets, 0, 0, work)
-    assert data == 0.0 and not grad.any()
+    grad[:] = 1
+    data_sum = network.batch_grad(theta, grad, data, rows[:0], 1.0)
+    assert data_sum == 0.0 and not grad.any()
 
 
 def test_threads_per_rank_share_the_cores():

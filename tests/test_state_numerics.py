@@ -185,7 +185,7 @@ def test_ctrl_c_after_an_aborted_fit_keeps_the_new_fits_weights(
     def interrupted(real, *args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(mlp_module, "_core", CoreProxy({"train_epoch": interrupted}))
+    monkeypatch.setattr(mlp_module, "_core", CoreProxy({"epoch": interrupted}))
     est.set_params(hidden_layer_sizes=next_hidden, callbacks=None)
     with pytest.warns(UserWarning, match="interrupted"):
         est.fit(X, y)
@@ -555,7 +555,7 @@ def test_early_stopping_restores_the_best_weights_after_divergence(monkeypatch):
 
     kw = dict(hidden_layer_sizes=(5,), early_stopping=True, random_state=0, max_iter=10,
               learning_rate_init=0.05, n_iter_no_change=50)
-    monkeypatch.setattr(mlp_module, "_core", CoreProxy({"train_epoch": diverge_in_epoch_4}))
+    monkeypatch.setattr(mlp_module, "_core", CoreProxy({"epoch": diverge_in_epoch_4}))
     est = MLPClassifier(**kw)
     with pytest.warns(ConvergenceWarning, match="diverged in epoch 4"):
         est.fit(X, y)
