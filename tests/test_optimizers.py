@@ -1,0 +1,100 @@
+"""Optimizers: each solver of the core's table, fused into the epoch,
+against its update in ``_reference``; the optimizer's arguments."""
+
+import numpy as np
+import pytest
+
+from cbp import _core
+
+from _network import epoch, loss_grad, network, problem, set_optimizer
+from _reference import step as ref_step
+
+
+def _numpy_epoch(theta, X, Y, sw, units, offsets, hidden, out, alpha, batch, solver, lr,
+                 weight_decay):
+    """Batches in order, each: the gradient from the core's loss_grad
+    (checked against finite differences in test_activations), then the
+    reference's update in numpy."""
+    theta = theta.astype(np.float64).copy()
+    n_coefs = offsets[len(units) - 1]
+    state = {}
+    for start in range(0, X.shape[0], batch):
+        sl = slice(start, start + batch)
+        _, g = loss_grad(theta, X[sl], Y[sl], sw[sl], units, hidden, out, alpha)
+        theta = ref_step(solver, theta, g, state, lr, n_coefs, weight_decay)
+    return theta
+
+
+@pytest.mark.parametrize("hidden", ["tanh", "prelu"])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.3])
+@pytest.mark.parametrize("solver", list(_core.SOLVERS))
+def test_fused_steps_match_numpy_updates(solver, weight_decay, hidden):
+    X, Y, sw, units, offsets, theta0 = problem("softmax", np.float64, hidden, n=40)
+    lr, batch, alpha = 0.05, 16, 0.1
+    expected = _numpy_epoch(theta0, X, Y, sw, units, offsets, hidden, "softmax", alpha,
+                            batch, solver, lr, weight_decay)
+    theta = theta0.copy()
+    _, _, done, status = epoch(theta, X, Y, sw, None, batch, units, hidden, "softmax",
+                               alpha, solver, lr, weight_decay=weight_decay)
+    assert done == 40 and status == _core.STATUS_OK
+    np.testing.assert_allclose(theta, expected, rtol=1e-10, atol=1e-12)
+    assert not np.allclose(theta, theta0)
+
+
+def test_optimizer_state_is_the_callers_and_goes_on_across_epochs():
+    """The state arrays are updated in place: two epochs equal one epoch,
+    then a second one on a fresh network given the same state (how
+    partial_fit and a pickled estimator go on)."""
+    X, Y, sw, units, _, theta0 = problem("softmax", np.float64, n=40)
+    twice = theta0.copy()
+    net = network(units, "relu", "softmax", np.float64)
+    set_optimizer(net, "adam", 0.05)
+    data = _core.Input(X, Y, sw)
+    net.epoch(twice, data, None, 16, 0.1)
+    net.epoch(twice, data, None, 16, 0.1)
+    resumed = theta0.copy()
+    state = (np.zeros_like(theta0), np.zeros_like(theta0), np.zeros(1, np.intp))
+    epoch(resumed, X, Y, sw, None, 16, units, "relu", "softmax", 0.1, "adam", 0.05,
+          state=state)
+    assert state[2][0] == 3 and state[0].any() and state[1].any()
+    epoch(resumed, X, Y, sw, None, 16, units, "relu", "softmax", 0.1, "adam", 0.05,
+          state=state)
+    assert state[2][0] == 6
+    np.testing.assert_array_equal(resumed, twice)
+
+
+def test_learning_rate_is_settable_between_epochs():
+    X, Y, sw, units, _, theta0 = problem("identity", np.float64, n=20)
+    net = network(units, "tanh", "identity", np.float64)
+    set_optimizer(net, "sgd", 0.1, momentum=0.0)
+    assert net.learning_rate == 0.1
+    net.learning_rate = 0.0
+    assert net.learning_rate == 0.0
+    theta = theta0.copy()
+    net.epoch(theta, _core.Input(X, Y, sw), None, 20, 0.0)
+    np.testing.assert_array_equal(theta, theta0)
+
+
+def test_set_optimizer_rejects_bad_arguments():
+    net = network([5, 7, 3], "relu", "softmax", np.float64)
+    P = net.n_params
+    ok = np.zeros(P)
+    step = np.zeros(1, np.intp)
+    with pytest.raises(ValueError, match="unknown solver code 7"):
+        net.set_optimizer(7, ok, ok, step, learning_rate=0.1)
+    with pytest.raises(ValueError, match=r"rho must be in \[0, 1\), got 1.0"):
+        net.set_optimizer(_core.SOLVERS["rmsprop"], ok, ok, step, learning_rate=0.1, rho=1.0)
+    with pytest.raises(ValueError, match="weight_decay must be >= 0, got -0.1"):
+        net.set_optimizer(_core.SOLVERS["sgd"], ok, ok, step, learning_rate=0.1,
+                          weight_decay=-0.1)
+    with pytest.raises(ValueError, match=f"state_1 must be a float64 array of {P} entries"):
+        net.set_optimizer(_core.SOLVERS["sgd"], ok[:-1], ok, step, learning_rate=0.1)
+    with pytest.raises(ValueError, match=f"state_2 must be a float64 array of {P} entries"):
+        net.set_optimizer(_core.SOLVERS["adam"], ok, ok.astype(np.float32), step,
+                          learning_rate=0.1)
+    with pytest.raises(ValueError, match="step must be an intp array holding one counter"):
+        net.set_optimizer(_core.SOLVERS["adam"], ok, ok, np.zeros(1), learning_rate=0.1)
+    assert not net.has_optimizer
+    # sgd and rmsprop keep one state: state_2 is not looked at
+    net.set_optimizer(_core.SOLVERS["sgd"], ok, None, step, learning_rate=0.1)
+    assert net.has_optimizer
