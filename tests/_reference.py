@@ -116,7 +116,7 @@ def _logits(coefs, intercepts, X, hidden, slope, slopes, masks):
     for i, (W, b) in enumerate(zip(coefs, intercepts)):
         z = a @ W + b
         if i < len(coefs) - 1:
-            a = HIDDEN[hidden](z, slope, None if slopes is None else slopes[i])
+            a = HIDDEN[hidden](z, slope, slopes[i] if slopes else None)
             if masks is not None:
                 a = a * masks[i]
         else:

@@ -1,9 +1,10 @@
-"""Helpers shared by the estimator tests: quiet short fits, a core whose
-network runs hooks."""
+"""Helpers shared by the estimator tests: quiet short fits, small data sets,
+the flat parameters as layers, a core whose network runs hooks."""
 
 import contextlib
 import warnings
 
+import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
 from cbp import _core
@@ -15,6 +16,29 @@ def quiet():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         yield
+
+
+def fit_quiet(est, X, y, **kw):
+    """``est.fit(X, y, **kw)`` without the warnings of short fits."""
+    with quiet():
+        # batch_size=1000 (full batch whatever the row count) is clipped
+        warnings.filterwarnings("ignore", "Got `batch_size`", UserWarning)
+        return est.fit(X, y, **kw)
+
+
+def counts(n=120, seed=0):
+    """Poisson counts of a log-linear model of two of four features."""
+    rng = np.random.RandomState(seed)
+    X = rng.normal(size=(n, 4))
+    y = rng.poisson(np.exp(0.6 * X[:, 0] - 0.3 * X[:, 1]))
+    return X, y
+
+
+def flat_to_lists(est, t):
+    """coefs, intercepts and PReLU slopes of ``est``'s layout at vector t."""
+    layout = est._layout()
+    coefs, intercepts = layout.views(t)
+    return coefs, intercepts, layout.slope_views(t)
 
 
 class CoreProxy:

@@ -1,18 +1,26 @@
 """Hidden and output activations: every row of the core's tables against its
-formula in ``_reference``, in prediction and through the gradient."""
+formula in ``_reference``, in prediction and through the gradient, then
+through the estimators."""
+
+import pickle
 
 import numpy as np
 import pytest
+from sklearn.neural_network._base import ACTIVATIONS as SKLEARN_ACTIVATIONS
 
-from cbp import _core
+from cbp import MLPClassifier, MLPRegressor, _core
 
 from _network import DTYPES, FD_TOL, central_differences, epoch, loss_grad, network
 from _network import predict, problem, unpack
 from _reference import forward as ref_forward
 from _reference import objective as ref_objective
 from _rounding import assert_equal_to_rounding
+from _support import flat_to_lists, quiet
 
 HIDDEN = list(_core.HIDDEN_ACTIVATIONS)
+#: the hidden activations scikit-learn's MLP lacks (its own are checked
+#: against scikit-learn in test_sklearn_parity)
+BEYOND_SKLEARN = [name for name in HIDDEN if name not in SKLEARN_ACTIVATIONS]
 OUTPUTS = list(_core.OUTPUT_ACTIVATIONS)
 
 
@@ -148,3 +156,109 @@ def test_softmax_exponentials_over_their_whole_range():
     assert (got[:-1][~normal] < 1e-300).all()
     assert (got[-2, 2:] == 0).all()   # e^-708.5 and below: 0, not subnormal garbage
     assert np.isnan(got[-1]).all()
+
+
+# ---------------------------------------------------------------------------
+# Through the estimators
+
+
+@pytest.mark.parametrize("activation", HIDDEN)
+@pytest.mark.parametrize("Est", [MLPClassifier, MLPRegressor])
+def test_one_full_batch_sgd_step_follows_reference_gradient(Est, activation):
+    """One plain SGD step from the initial weights moves theta by -lr * the
+    gradient of the numpy reference objective (finite differences)."""
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(30, 3))
+    y = rng.randint(0, 3, 30) if Est is MLPClassifier else rng.normal(size=30)
+    est = Est(hidden_layer_sizes=(4, 3), activation=activation, solver="sgd",
+              batch_size=30, shuffle=False, momentum=0.0, learning_rate_init=0.1,
+              alpha=0.01, leaky_relu_slope=0.2, random_state=0, max_iter=1,
+              warm_start=True)
+    with quiet():
+        est.fit(X, y)
+        # a known starting point, PReLU slopes of both signs included
+        t0 = rng.uniform(-0.8, 0.8, est._theta.size)
+        est._theta[:] = t0
+        est.fit(X, y)
+    if Est is MLPClassifier:
+        Y = np.eye(3)[y]
+        out = "softmax"
+    else:
+        Y = y[:, None]
+        out = "identity"
+    sw = np.ones(30)
+
+    def f(t):
+        c, b, s = flat_to_lists(est, t)
+        return ref_objective(c, b, X, Y, sw, activation, out, 0.01, slope=0.2, slopes=s)
+
+    expected = t0 - 0.1 * central_differences(f, t0)
+    np.testing.assert_allclose(est._theta, expected, rtol=1e-6, atol=1e-8)
+    assert not np.allclose(est._theta, t0)
+
+
+@pytest.mark.parametrize("activation", BEYOND_SKLEARN)
+def test_activations_beyond_sklearn_learn_digits(digits, activation):
+    X, y = digits
+    clf = MLPClassifier(hidden_layer_sizes=(30,), activation=activation, max_iter=40,
+                        random_state=0, learning_rate_init=0.01)
+    with quiet():
+        clf.fit(X, y)
+    assert clf.score(X, y) > 0.95
+
+
+def test_leaky_relu_with_zero_slope_equals_relu(digits):
+    X, y = digits
+    kw = dict(hidden_layer_sizes=(20,), max_iter=3, random_state=0)
+    with quiet():
+        a = MLPClassifier(activation="relu", **kw).fit(X, y)
+        b = MLPClassifier(activation="leaky_relu", leaky_relu_slope=0.0, **kw).fit(X, y)
+        c = MLPClassifier(activation="leaky_relu", **kw).fit(X, y)
+    np.testing.assert_array_equal(a._theta, b._theta)
+    assert not np.array_equal(a._theta, c._theta)
+
+
+def test_prelu_slopes_are_views_learned_and_kept(digits):
+    X, y = digits
+    with quiet():
+        clf = MLPClassifier(hidden_layer_sizes=(20, 10), activation="prelu", max_iter=5,
+                            random_state=0).fit(X, y)
+    assert [s.shape for s in clf.prelu_slopes_] == [(20,), (10,)]
+    for s in clf.prelu_slopes_:
+        assert np.shares_memory(s, clf._theta)
+    assert not np.allclose(np.concatenate(clf.prelu_slopes_), 0.25)
+    # the slopes matter for predictions
+    p = clf.predict_proba(X)
+    clf.prelu_slopes_[0][:] = 0.0
+    assert not np.allclose(clf.predict_proba(X), p)
+    # replacing the list outright is packed again
+    clf.prelu_slopes_ = [np.full(20, 0.5), np.full(10, 0.5)]
+    p2 = clf.predict_proba(X)
+    assert np.shares_memory(clf.prelu_slopes_[0], clf._theta)
+    np.testing.assert_array_equal(clf.prelu_slopes_[1], 0.5)
+    # pickling keeps them
+    clone = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(clone.predict_proba(X), p2)
+    assert np.shares_memory(clone.prelu_slopes_[0], clone._theta)
+    # refitting with another activation drops them
+    clf.set_params(activation="relu")
+    with quiet():
+        clf.fit(X, y)
+    assert not hasattr(clf, "prelu_slopes_")
+
+
+def test_prelu_float32_and_lbfgs(digits):
+    X, y = digits
+    with quiet():
+        clf = MLPClassifier(hidden_layer_sizes=(15,), activation="prelu", solver="lbfgs",
+                            max_iter=50, random_state=0).fit(X.astype(np.float32), y)
+    assert clf.prelu_slopes_[0].dtype == np.float32
+    assert clf.score(X, y) > 0.95
+
+
+def test_bad_activation_parameters():
+    X, y = np.ones((4, 2)), [0, 1, 0, 1]
+    with pytest.raises(ValueError, match="leaky_relu_slope"):
+        MLPClassifier(activation="leaky_relu", leaky_relu_slope=-1).fit(X, y)
+    with pytest.raises(ValueError, match="activation"):
+        MLPRegressor(activation="gelu").fit(X, y)

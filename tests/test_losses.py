@@ -1,16 +1,18 @@
 """Losses: each output's canonical loss and each regression loss of the
-core's tables against its formula in ``_reference``."""
+core's tables against its formula in ``_reference``; Poisson and Huber
+through the estimators."""
 
 import numpy as np
 import pytest
 
-from cbp import _core
+from cbp import MLPRegressor, _core
 
 from _network import DTYPES, FD_TOL, central_differences, loss_grad, network, problem
 from _network import unpack
 from _reference import REGRESSION_LOSSES as REF_LOSSES
 from _reference import forward as ref_forward
 from _reference import objective as ref_objective
+from _support import counts, flat_to_lists, quiet
 
 #: one name per output code of the core: the output activations (with their
 #: canonical losses), then the regression losses that add a code of their own
@@ -99,3 +101,95 @@ def test_network_rejects_bad_huber_threshold():
         network(units, "tanh", "huber", np.float64, loss_param=0.0)
     with pytest.raises(ValueError, match="Huber's threshold must be > 0, got nan"):
         network(units, "tanh", "huber", np.float64, loss_param=np.nan)
+
+
+# ---------------------------------------------------------------------------
+# Through the estimators
+
+
+@pytest.mark.parametrize("solver", ["sgd", "lbfgs"])
+def test_poisson_matches_sklearn(solver):
+    from sklearn.neural_network import MLPRegressor as SkMLPRegressor
+
+    X, y = counts()
+    kw = dict(loss="poisson", hidden_layer_sizes=(8,), solver=solver, max_iter=3,
+              batch_size=40, shuffle=False, random_state=0, learning_rate_init=0.01)
+    with quiet():
+        ours = MLPRegressor(**kw).fit(X, y)
+        theirs = SkMLPRegressor(**kw).fit(X, y)
+    assert ours.out_activation_ == theirs.out_activation_ == "exp"
+    for a, b in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    assert ours.loss_ == pytest.approx(theirs.loss_, rel=1e-9)
+    np.testing.assert_allclose(ours.predict(X), theirs.predict(X), rtol=1e-9)
+    assert (ours.predict(X) > 0).all()
+
+
+def test_poisson_learns_counts_and_rejects_negative_targets():
+    X, y = counts(400)
+    with quiet():
+        reg = MLPRegressor(loss="poisson", hidden_layer_sizes=(16,), max_iter=300,
+                           learning_rate_init=0.01, random_state=0).fit(X, y)
+    mu = np.exp(0.6 * X[:, 0] - 0.3 * X[:, 1])
+    assert np.corrcoef(reg.predict(X), mu)[0, 1] > 0.9
+    with pytest.raises(ValueError, match="non-negative"):
+        MLPRegressor(loss="poisson").fit(X, y - 1.0)
+
+
+def test_poisson_warm_start_from_squared_error_is_an_error():
+    X, y = counts()
+    with quiet():
+        reg = MLPRegressor(max_iter=2, warm_start=True, random_state=0).fit(X, y)
+    reg.set_params(loss="poisson")
+    with pytest.raises(ValueError, match="warm_start=False"):
+        reg.fit(X, y)
+
+
+def test_huber_is_robust_to_outliers():
+    rng = np.random.RandomState(0)
+    X = rng.uniform(-1, 1, size=(300, 2))
+    y = 2 * X[:, 0] - X[:, 1]
+    y_dirty = y.copy()
+    y_dirty[:15] += 50.0  # 5% gross outliers
+    kw = dict(hidden_layer_sizes=(16,), solver="lbfgs", max_iter=300, random_state=0)
+    with quiet():
+        squared = MLPRegressor(**kw).fit(X, y_dirty)
+        huber = MLPRegressor(loss="huber", huber_delta=0.5, **kw).fit(X, y_dirty)
+    clean = slice(15, None)
+    err = lambda est: np.abs(est.predict(X[clean]) - y[clean]).mean()  # noqa: E731
+    assert err(huber) < 0.5 * err(squared)
+    assert huber.out_activation_ == "identity"
+
+
+def test_huber_gradient_of_the_estimator_objective():
+    """One full-batch sgd step of the estimator moves the weights by the
+    finite-difference gradient of the reference Huber objective."""
+    rng = np.random.RandomState(1)
+    X = rng.normal(size=(30, 3))
+    y = 3 * rng.normal(size=30)
+    kw = dict(loss="huber", huber_delta=0.7, hidden_layer_sizes=(5,), solver="sgd",
+              momentum=0.0, batch_size=30, shuffle=False, alpha=0.1, random_state=0,
+              learning_rate_init=0.5)
+    with quiet():
+        stepped = MLPRegressor(max_iter=1, **kw).fit(X, y)
+    # the same initial weights, moved by a step too small to change them
+    init = MLPRegressor(max_iter=1, **{**kw, "learning_rate_init": 1e-300})
+    with quiet():
+        init.fit(X, y)
+    t0 = init._theta.copy()
+
+    def f(t):
+        c, b, _ = flat_to_lists(stepped, t)
+        return ref_objective(c, b, X, y[:, None], np.ones(30), "relu", "identity", 0.1,
+                             loss="huber", huber_delta=0.7)
+
+    g = central_differences(f, t0)
+    np.testing.assert_allclose(stepped._theta, t0 - 0.5 * g, rtol=1e-6, atol=1e-8)
+
+
+def test_bad_loss_parameters():
+    X, y = np.ones((4, 2)), [0.0, 1.0, 2.0, 3.0]
+    with pytest.raises(ValueError, match="huber_delta"):
+        MLPRegressor(loss="huber", huber_delta=0).fit(X, y)
+    with pytest.raises(ValueError, match="loss"):
+        MLPRegressor(loss="absolute_error").fit(X, y)

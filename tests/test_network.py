@@ -9,7 +9,7 @@ import pytest
 from cbp import _core
 
 import _reference
-from _network import DTYPES, csr_tuple, network, problem, set_optimizer, sparse_problem
+from _network import DTYPES, network, problem, set_optimizer, sparse_problem
 
 
 def test_every_table_row_has_a_reference_formula():

@@ -1,13 +1,15 @@
 """Optimizers: each solver of the core's table, fused into the epoch,
-against its update in ``_reference``; the optimizer's arguments."""
+against its update in ``_reference``; the optimizer's arguments; rmsprop,
+rho and weight decay through the estimators."""
 
 import numpy as np
 import pytest
 
-from cbp import _core
+from cbp import MLPClassifier, _core
 
 from _network import epoch, loss_grad, network, problem, set_optimizer
 from _reference import step as ref_step
+from _support import quiet
 
 
 def _numpy_epoch(theta, X, Y, sw, units, offsets, hidden, out, alpha, batch, solver, lr,
@@ -98,3 +100,61 @@ def test_set_optimizer_rejects_bad_arguments():
     # sgd and rmsprop keep one state: state_2 is not looked at
     net.set_optimizer(_core.SOLVERS["sgd"], ok, None, step, learning_rate=0.1)
     assert net.has_optimizer
+
+
+# ---------------------------------------------------------------------------
+# Through the estimators
+
+
+def test_rmsprop_learns_and_supports_partial_fit(digits):
+    X, y = digits
+    with quiet():
+        clf = MLPClassifier(hidden_layer_sizes=(30,), solver="rmsprop", max_iter=30,
+                            learning_rate_init=0.01, random_state=0).fit(X, y)
+    assert clf.score(X, y) > 0.95
+    assert clf._optimizer.state_2.size == 0
+    inc = MLPClassifier(hidden_layer_sizes=(30,), solver="rmsprop", random_state=0,
+                        shuffle=False)
+    full = MLPClassifier(hidden_layer_sizes=(30,), solver="rmsprop", random_state=0,
+                         shuffle=False, max_iter=3)
+    with quiet():
+        full.fit(X, y)
+    for _ in range(3):
+        inc.partial_fit(X, y, classes=np.unique(y))
+    np.testing.assert_allclose(inc._theta, full._theta, rtol=1e-12, atol=1e-14)
+
+
+def test_rho_changes_rmsprop_only(digits):
+    X, y = digits
+    kw = dict(hidden_layer_sizes=(10,), max_iter=2, random_state=0)
+    with quiet():
+        a = MLPClassifier(solver="rmsprop", rho=0.9, **kw).fit(X, y)
+        b = MLPClassifier(solver="rmsprop", rho=0.5, **kw).fit(X, y)
+        c = MLPClassifier(solver="adam", rho=0.9, **kw).fit(X, y)
+        d = MLPClassifier(solver="adam", rho=0.5, **kw).fit(X, y)
+    assert not np.allclose(a._theta, b._theta)
+    np.testing.assert_array_equal(c._theta, d._theta)
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam", "rmsprop"])
+def test_weight_decay_shrinks_weights_not_biases(digits, solver):
+    X, y = digits
+    kw = dict(hidden_layer_sizes=(20,), max_iter=10, random_state=0, solver=solver,
+              alpha=0.0, learning_rate_init=0.01)
+    with quiet():
+        plain = MLPClassifier(**kw).fit(X, y)
+        decayed = MLPClassifier(weight_decay=1.0, **kw).fit(X, y)
+    norm = lambda est: sum(float((c**2).sum()) for c in est.coefs_)  # noqa: E731
+    assert norm(decayed) < 0.8 * norm(plain)
+    # the reported loss has no decay term: it stays the data loss
+    assert decayed.loss_ > 0 and decayed.score(X, y) > plain.score(X, y) - 0.1
+
+
+def test_weight_decay_with_lbfgs_is_an_error():
+    X, y = np.ones((4, 2)), [0, 1, 0, 1]
+    with pytest.raises(ValueError, match="weight_decay.*lbfgs"):
+        MLPClassifier(solver="lbfgs", weight_decay=0.1).fit(X, y)
+    with pytest.raises(ValueError, match="rho"):
+        MLPClassifier(solver="rmsprop", rho=1.0).fit(X, y)
+    with pytest.raises(ValueError, match="solver"):
+        MLPClassifier(solver="adagrad").fit(X, y)

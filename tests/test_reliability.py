@@ -1,7 +1,8 @@
 """Reliability: bad input, divergence, interruption, threads, determinism, memory.
 
-Each section tests one promise of issue 6. Counts (bad inputs tried, threads)
-are in the module constants so the closing note can quote them.
+Each section tests one promise of the README's reliability list. Counts (bad
+inputs tried, threads) are in the module constants so that a note can quote
+them.
 """
 
 import contextlib
@@ -442,9 +443,8 @@ def test_lbfgs_with_nonfinite_initial_loss_raises_and_keeps_initial_weights():
 def test_lbfgs_divergence_reports_the_kept_point_with_the_fits_options(monkeypatch, sparse):
     """When L-BFGS-B ends on a non-finite point, the kept point's loss is
     computed again with every option of the fit (sparse X, leaky_relu's
-    slope): before, that call left them out, so a sparse fit raised "X
-    (dense) or X_csr (sparse) is needed" and a dense one reported the loss
-    under the default slope."""
+    slope): a call that left them out would fail on sparse X and report
+    the loss under the default slope."""
     import scipy.optimize
     import scipy.sparse
 

@@ -1,13 +1,15 @@
-"""Sparse X (CSR) in the core: the first layer multiplies the CSR rows in
-place; every method gives the dense result, and bad CSR arrays are refused."""
+"""Sparse X (CSR): the core's first layer multiplies the CSR rows in place;
+every method gives the dense result, bad CSR arrays are refused, and the
+estimators train and predict on sparse X without densifying it."""
 
 import numpy as np
 import pytest
 
-from cbp import _core
+from cbp import MLPClassifier, MLPRegressor, _core
 
 from _network import DTYPES, RTOL, epoch, loss_grad, network, predict, sparse_problem
 from _rounding import assert_equal_to_rounding
+from _support import fit_quiet
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -97,3 +99,66 @@ def test_input_rejects_a_scipy_matrix_clearly():
     Xs, _, Y, sw, _, _, _ = sparse_problem(np.float64)
     with pytest.raises((ValueError, TypeError), match="X must be"):
         _core.Input(Xs, Y, sw)
+
+
+# ---------------------------------------------------------------------------
+# Through the estimators
+
+
+def _sparse_digits(digits, fmt="csr"):
+    import scipy.sparse as sp
+
+    X, y = digits
+    return sp.csr_matrix(X).asformat(fmt), X, y
+
+
+@pytest.mark.parametrize("solver", ["adam", "sgd", "lbfgs"])
+def test_sparse_fit_and_predict_equal_dense(digits, solver):
+    Xs, X, y = _sparse_digits(digits)
+    kw = dict(hidden_layer_sizes=(20,), solver=solver, max_iter=5, random_state=0,
+              batch_size=64)
+    dense = fit_quiet(MLPClassifier(**kw), X, y)
+    sparse = fit_quiet(MLPClassifier(**kw), Xs, y)
+    np.testing.assert_allclose(sparse._theta, dense._theta, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(sparse.predict_proba(Xs), dense.predict_proba(X),
+                               rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(dense.predict_proba(Xs), dense.predict_proba(X),
+                               rtol=1e-12, atol=1e-15)
+
+
+def test_sparse_regression_float32_early_stopping_and_other_formats(digits):
+    Xs, X, y = _sparse_digits(digits, "csc")
+    yr = y.astype(float)
+    kw = dict(hidden_layer_sizes=(15,), max_iter=8, random_state=0, early_stopping=True,
+              dropout=0.1)
+    sparse = fit_quiet(MLPRegressor(**kw), Xs.astype(np.float32), yr)
+    dense = fit_quiet(MLPRegressor(**kw), X.astype(np.float32), yr)
+    assert sparse._theta.dtype == np.float32
+    np.testing.assert_allclose(sparse._theta, dense._theta, rtol=1e-4, atol=1e-5)
+    assert sparse.n_iter_ == dense.n_iter_
+
+
+def test_sparse_input_is_not_densified():
+    """A 3000 x 100000 input (2.4 GB dense) trains and predicts in a few MB."""
+    import tracemalloc
+
+    import scipy.sparse as sp
+
+    rng = np.random.RandomState(0)
+    n, d = 3000, 100_000
+    nnz = 30_000
+    X = sp.csr_matrix((rng.uniform(size=nnz), (rng.randint(0, n, nnz), rng.randint(0, d, nnz))),
+                      shape=(n, d))
+    y = np.asarray(X[:, :50000].sum(axis=1)).ravel() > 0
+    tracemalloc.start()
+    try:
+        clf = fit_quiet(MLPClassifier(hidden_layer_sizes=(4,), max_iter=2, random_state=0,
+                                       n_jobs=1),
+                         X, y)
+        clf.predict(X)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # the parameters, optimizer state and gradient: 4 x 100000 x 8 bytes each
+    assert peak < 40e6
+    assert clf.coefs_[0].shape == (d, 4)
