@@ -23,8 +23,8 @@ and measure the scheduler, not cbp: the script refuses them unless
 once per batch costs: the core's ``Network.epoch`` (a whole epoch in one
 call) against the per-batch path of data-parallel training
 (``Network.batch_grad``, an in-place ``Allreduce`` on ``COMM_SELF``,
-``Network.step``), in µs per batch, for a tiny network (where the difference is the fixed cost of the
-round trip) and for the MNIST network.
+``Network.step``), in µs per batch, for a tiny network (where the
+difference is the fixed cost of the round trip) and for the MNIST network.
 """
 
 from __future__ import annotations
