@@ -20,11 +20,11 @@ and measure the scheduler, not cbp: the script refuses them unless
 ``--oversubscribe`` is given.
 
 ``--overhead`` measures instead, in one process, what returning to Python
-once per batch costs: the core's ``train_epoch`` (a whole epoch in one call)
-against the per-batch path of data-parallel training (``batch_loss_grad``,
-an in-place ``Allreduce`` on ``COMM_SELF``, ``optimizer_step``), in µs per
-batch, for a tiny network (where the difference is the fixed cost of the
-round trip) and for the MNIST network.
+once per batch costs: the core's ``Network.epoch`` (a whole epoch in one
+call) against the per-batch path of data-parallel training
+(``Network.batch_grad``, an in-place ``Allreduce`` on ``COMM_SELF``,
+``Network.step``), in µs per batch, for a tiny network (where the
+difference is the fixed cost of the round trip) and for the MNIST network.
 """
 
 from __future__ import annotations
@@ -107,45 +107,42 @@ def worker(args):
 
 
 def _round_trip(units, batch, n_batches, threads, repeats=7):
-    """Median µs per batch: one train_epoch call vs the per-batch path."""
+    """Median µs per batch: one Network.epoch call vs the per-batch path."""
     from mpi4py import MPI
     from threadpoolctl import threadpool_limits
 
     from cbp import _core
 
-    units = np.asarray(units, dtype=np.intc)
-    offsets, P = _core.param_offsets(units)
+    _, P = _core.param_offsets(units)
     rng = np.random.RandomState(0)
     n, k = batch * n_batches, int(units[-1])
     X = rng.rand(n, int(units[0])).astype(np.float32)
     Y = np.zeros((n, k), np.float32)
     Y[np.arange(n), rng.randint(0, k, n)] = 1
     sw = np.ones(n, np.float32)
+    data = _core.Input(X, Y, sw)
     theta = (rng.randn(P) * 0.05).astype(np.float32)
     buf = np.zeros(P + 1, np.float32)
-    grad, grad2 = buf[:-1], np.zeros(P, np.float32)
-    s1, s2 = np.zeros(P, np.float32), np.zeros(P, np.float32)
-    step = np.zeros(1, np.intp)
-    work = np.empty(_core.train_workspace_size(units, batch), np.float32)
+    grad = buf[:-1]
     order = rng.permutation(n).astype(np.intp)
     comm, in_place = MPI.COMM_SELF, MPI.IN_PLACE
-    relu, softmax, adam = 3, 2, 1
+    network = _core.Network(units, _core.HIDDEN_ACTIVATIONS["relu"],
+                            _core.OUTPUT_ACTIVATIONS["softmax"], np.float32,
+                            n_threads=threads)
+    network.set_optimizer(_core.SOLVERS["adam"], np.zeros(P, np.float32),
+                          np.zeros(P, np.float32), np.zeros(1, np.intp),
+                          learning_rate=1e-3)
 
     def per_batch():
         for j in range(n_batches):
             rows = order[j * batch:(j + 1) * batch]
-            _core.batch_loss_grad(theta, grad, X, Y, sw, rows, 1 / batch, units,
-                                  offsets, relu, softmax, work, threads)
+            network.batch_grad(theta, grad, data, rows, 1 / batch)
             buf[-1] = 0.0
             comm.Allreduce(in_place, buf)
-            _core.optimizer_step(theta, grad, s1, s2, units, offsets,
-                                 1e-4 / batch, adam, 1e-3, 0.9, True, 0.9, 0.999,
-                                 1e-8, step, threads)
+            network.step(theta, grad, 1e-4 / batch)
 
     def one_call():
-        _core.train_epoch(theta, grad2, s1, s2, X, Y, sw, order, batch, units,
-                          offsets, relu, softmax, 1e-4, adam, 1e-3, 0.9, True,
-                          0.9, 0.999, 1e-8, step, work, threads)
+        network.epoch(theta, data, order, batch, 1e-4)
 
     times = {one_call: [], per_batch: []}
     with threadpool_limits(1, user_api="blas"):

@@ -34,6 +34,15 @@ def pytest_report_header(config):
     return f"cbp {cbp.__version__} from {_cbp_dir()}"
 
 
+@pytest.fixture(scope="module")
+def digits():
+    """600 rows of scikit-learn's digits, features scaled to [0, 1]."""
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    return X[:600] / 16, y[:600]
+
+
 @pytest.fixture
 def mnist_path():
     """Path to the real MNIST file, or skip with the reason."""

@@ -1,7 +1,8 @@
 """Reliability: bad input, divergence, interruption, threads, determinism, memory.
 
-Each section tests one promise of issue 6. Counts (bad inputs tried, threads)
-are in the module constants so the closing note can quote them.
+Each section tests one promise of the README's reliability list. Counts (bad
+inputs tried, threads) are in the module constants so that a note can quote
+them.
 """
 
 import contextlib
@@ -28,8 +29,8 @@ from _support import CoreProxy, quiet
 
 ESTIMATORS = [MLPClassifier, MLPRegressor]
 SOLVERS = ["sgd", "adam", "lbfgs"]
-#: the entry points of the core that compute (the others only size buffers)
-CORE_COMPUTE = ("train_epoch", "loss_grad", "forward")
+#: the methods of the core's Network that compute (the others set options)
+CORE_COMPUTE = ("epoch", "batch_grad", "step", "loss_grad", "predict")
 
 
 def _data(n=60, n_features=4, seed=0, dtype=np.float64):
@@ -443,9 +444,8 @@ def test_lbfgs_with_nonfinite_initial_loss_raises_and_keeps_initial_weights():
 def test_lbfgs_divergence_reports_the_kept_point_with_the_fits_options(monkeypatch, sparse):
     """When L-BFGS-B ends on a non-finite point, the kept point's loss is
     computed again with every option of the fit (sparse X, leaky_relu's
-    slope): before, that call left them out, so a sparse fit raised "X
-    (dense) or X_csr (sparse) is needed" and a dense one reported the loss
-    under the default slope."""
+    slope): a call that left them out would fail on sparse X and report
+    the loss under the default slope."""
     import scipy.optimize
     import scipy.sparse
 
@@ -581,27 +581,26 @@ def _sigint_when(condition, timeout=120.0):
 @pytest.mark.parametrize("solver", ["adam", "sgd"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_core_interrupt_stops_after_the_current_batch(solver, dtype):
-    """train_epoch raises KeyboardInterrupt between batches; theta then equals
-    an uninterrupted run over exactly the batches that were completed."""
+    """Network.epoch raises KeyboardInterrupt between batches; theta then
+    equals an uninterrupted run over exactly the batches that were completed."""
     rng = np.random.RandomState(0)
-    units = np.array([6, 9, 1], np.intc)
-    offsets, P = _core.param_offsets(units)
+    units = [6, 9, 1]
+    _, P = _core.param_offsets(units)
     X = rng.normal(size=(500, 6)).astype(dtype)
     Y = X[:, :1] * 0.5
     sw = np.ones(500, dtype)
+    data = _core.Input(X, Y, sw)
     # a long epoch of one-row batches: the signal comes in the middle
     order = np.tile(rng.permutation(500), 400).astype(np.intp)
     theta0 = rng.uniform(-0.3, 0.3, P).astype(dtype)
-    code = _core.SOLVERS[solver]
     nt = min(2, _core.max_threads())
 
     def run(theta, order, step, state_1, state_2):
-        work = np.empty(_core.train_workspace_size(units, 1), dtype)
-        return _core.train_epoch(
-            theta, np.empty_like(theta), state_1, state_2, X, Y, sw, order, 1,
-            units, offsets, 3, 0, 1e-4, code, 1e-3, 0.9, True, 0.9, 0.999, 1e-8,
-            step, work, nt,
-        )
+        network = _core.Network(units, _core.HIDDEN_ACTIVATIONS["relu"],
+                                _core.OUTPUT_ACTIVATIONS["identity"], dtype, n_threads=nt)
+        network.set_optimizer(_core.SOLVERS[solver], state_1, state_2, step,
+                              learning_rate=1e-3)
+        return network.epoch(theta, data, order, 1, 1e-4)
 
     # sgd does not advance the step counter: count batches via the velocity
     theta = theta0.copy()
@@ -655,7 +654,7 @@ def test_ctrl_c_during_fit_leaves_a_usable_estimator(monkeypatch, Est, solver):
             calls["losses"].append(result[0] + result[1])
         return result
 
-    entry = "loss_grad" if solver == "lbfgs" else "train_epoch"
+    entry = "loss_grad" if solver == "lbfgs" else "epoch"
     monkeypatch.setattr(mlp_module, "_core", CoreProxy({entry: counting}))
     max_iter = 2000
     est = Est(hidden_layer_sizes=(40,), solver=solver, max_iter=max_iter, tol=0.0,
@@ -729,12 +728,12 @@ def test_predict_releases_the_gil(fitted, monkeypatch):
 
     The switch interval is made huge, so the GIL changes hands only where a
     thread releases it. The waiting main thread can then only see ``inside``
-    set if ``_core.forward`` released the GIL."""
+    set if ``Network.predict`` released the GIL."""
     X, clf, _ = fitted
     state = {"inside": False}
     entered = threading.Event()
 
-    def forward(real, *args, **kwargs):
+    def predict(real, *args, **kwargs):
         state["inside"] = True
         entered.set()
         try:
@@ -743,7 +742,7 @@ def test_predict_releases_the_gil(fitted, monkeypatch):
             state["inside"] = False
 
     big = np.random.RandomState(0).normal(size=(300_000, X.shape[1]))
-    monkeypatch.setattr(mlp_module, "_core", CoreProxy({"forward": forward}))
+    monkeypatch.setattr(mlp_module, "_core", CoreProxy({"predict": predict}))
     interval = sys.getswitchinterval()
     sys.setswitchinterval(1000.0)
     try:

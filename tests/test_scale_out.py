@@ -261,7 +261,7 @@ def test_batch_weight_sums_follow_the_order():
     out = np.empty(5, dtype=np.float64)
     _core.batch_weight_sums(sw, order, 5, out)
     expected = [sum(float(sw[r]) for r in order[i:i + 5]) for i in range(0, 23, 5)]
-    assert out.tolist() == expected  # sequential sums, as train_epoch adds
+    assert out.tolist() == expected  # sequential sums, as Network.epoch adds
     _core.batch_weight_sums(sw, None, 5, out)
     np.testing.assert_allclose(out, [sw[i:i + 5].sum() for i in range(0, 23, 5)])
     with pytest.raises(ValueError, match="must hold 5"):
@@ -270,22 +270,22 @@ def test_batch_weight_sums_follow_the_order():
         _core.batch_weight_sums(sw, order + 1, 5, out)
 
 
-def test_batch_loss_grad_rejects_rows_out_of_range():
+def test_batch_grad_rejects_rows_out_of_range():
     from cbp import _core
 
-    units = np.array([3, 2], dtype=np.intc)
-    offsets, n_params = _core.param_offsets(units)
-    X, Y, sw = np.ones((4, 3)), np.ones((4, 2)), np.ones(4)
-    theta, grad = np.zeros(n_params), np.empty(n_params)
-    work = np.empty(_core.train_workspace_size(units, 4))
+    network = _core.Network([3, 2], _core.HIDDEN_ACTIVATIONS["identity"],
+                            _core.OUTPUT_ACTIVATIONS["identity"], np.float64)
+    data = _core.Input(np.ones((4, 3)), np.ones((4, 2)), np.ones(4))
+    theta, grad = np.zeros(network.n_params), np.empty(network.n_params)
     rows = np.array([0, 4], dtype=np.intp)
     with pytest.raises(ValueError, match="out of range"):
-        _core.batch_loss_grad(theta, grad, X, Y, sw, rows, 1.0, units, offsets,
-                              0, 0, work)
+        network.batch_grad(theta, grad, data, rows, 1.0)
+    with pytest.raises(ValueError, match="out of range"):
+        network.batch_grad(theta, grad, data, np.array([-1], dtype=np.intp), 1.0)
     # no rows: a zero gradient and a zero loss
-    data = _core.batch_loss_grad(theta, grad, X, Y, sw, rows[:0], 1.0, units,
-                                 offsets, 0, 0, work)
-    assert data == 0.0 and not grad.any()
+    grad[:] = 1
+    data_sum = network.batch_grad(theta, grad, data, rows[:0], 1.0)
+    assert data_sum == 0.0 and not grad.any()
 
 
 def test_threads_per_rank_share_the_cores():
@@ -306,3 +306,39 @@ def test_shard_splits_rows_in_rank_order():
     assert cbp.mpi.shard(10, MPI.COMM_SELF) == slice(0, 10)
     with pytest.raises(ValueError, match="n_samples"):
         cbp.mpi.shard(-1, MPI.COMM_SELF)
+
+
+# ---------------------------------------------------------------------------
+# Data-parallel training (comm=) refuses what its per-batch core calls lack
+
+
+class _FakeComm:
+    """Passes the parameter check; never reached by the refusals below."""
+
+    def Allreduce(self, *args):  # noqa: N802
+        raise AssertionError("no MPI call expected")
+
+    def Get_rank(self):  # noqa: N802
+        raise AssertionError("no MPI call expected")
+
+    def Get_size(self):  # noqa: N802
+        raise AssertionError("no MPI call expected")
+
+
+@pytest.mark.parametrize("params, message", [
+    (dict(solver="rmsprop"), "solver='rmsprop'"),
+    (dict(weight_decay=0.1), "weight_decay=0.1"),
+    (dict(dropout=0.2), "dropout=0.2"),
+    (dict(activation="prelu"), "activation='prelu'"),
+    (dict(activation="leaky_relu"), "activation='leaky_relu'"),
+    (dict(class_weight="balanced"), "class_weight='balanced'"),
+])
+def test_comm_refuses_features_it_does_not_distribute(params, message):
+    X, y = np.ones((6, 2)), [0, 1] * 3
+    with pytest.raises(ValueError, match=f"comm= does not support .*{message}"):
+        MLPClassifier(comm=_FakeComm(), **params).fit(X, y)
+    if "class_weight" not in params:
+        with pytest.raises(ValueError, match="comm= does not support"):
+            MLPRegressor(comm=_FakeComm(), **params).fit(X, [0.0, 1.0] * 3)
+    with pytest.raises(ValueError, match="loss='huber'"):
+        MLPRegressor(comm=_FakeComm(), loss="huber").fit(X, [0.0, 1.0] * 3)

@@ -25,9 +25,10 @@ from cbp import MLPClassifier, MLPRegressor, _core
 
 from _support import CoreProxy, quiet
 
-STOCHASTIC = ["sgd", "adam", "rmsprop"]
+# the core's tables: an activation or solver added to the core is checked here too
+STOCHASTIC = list(_core.SOLVERS)
 SOLVERS = STOCHASTIC + ["lbfgs"]
-HIDDEN = ["identity", "logistic", "tanh", "relu", "leaky_relu", "elu", "softplus", "prelu"]
+HIDDEN = list(_core.HIDDEN_ACTIVATIONS)
 DTYPES = [np.float64, np.float32]
 
 
@@ -185,7 +186,7 @@ def test_ctrl_c_after_an_aborted_fit_keeps_the_new_fits_weights(
     def interrupted(real, *args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(mlp_module, "_core", CoreProxy({"train_epoch": interrupted}))
+    monkeypatch.setattr(mlp_module, "_core", CoreProxy({"epoch": interrupted}))
     est.set_params(hidden_layer_sizes=next_hidden, callbacks=None)
     with pytest.warns(UserWarning, match="interrupted"):
         est.fit(X, y)
@@ -304,7 +305,7 @@ def test_hidden_derivative_propagates_nan(act, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("act", ["identity", "logistic", "softmax", "exp"])
+@pytest.mark.parametrize("act", list(_core.OUTPUT_ACTIVATIONS))
 def test_output_activation_propagates_nan(act, dtype):
     Z, nan = _with_nans(dtype)
     P, _ = _kernel("output", Z.copy(), act=act, out=True)
@@ -555,7 +556,7 @@ def test_early_stopping_restores_the_best_weights_after_divergence(monkeypatch):
 
     kw = dict(hidden_layer_sizes=(5,), early_stopping=True, random_state=0, max_iter=10,
               learning_rate_init=0.05, n_iter_no_change=50)
-    monkeypatch.setattr(mlp_module, "_core", CoreProxy({"train_epoch": diverge_in_epoch_4}))
+    monkeypatch.setattr(mlp_module, "_core", CoreProxy({"epoch": diverge_in_epoch_4}))
     est = MLPClassifier(**kw)
     with pytest.warns(ConvergenceWarning, match="diverged in epoch 4"):
         est.fit(X, y)

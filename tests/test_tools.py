@@ -12,6 +12,8 @@ from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from cbp import MLPClassifier, MLPRegressor, plot_loss_curve
 from cbp import _core
 
+from _support import counts, fit_quiet
+
 
 @pytest.fixture(scope="module")
 def digits():
@@ -272,3 +274,20 @@ def test_to_sklearn_warns_about_dropped_training_parameters(digits):
     with pytest.warns(UserWarning, match=r"has no extra=0.5.*train differently"):
         sk = est.to_sklearn()
     np.testing.assert_allclose(sk.predict_proba(X), est.predict_proba(X), rtol=1e-12)
+
+
+def test_to_sklearn_with_poisson_huber_and_dropout():
+    X, y = counts()
+    poisson = fit_quiet(MLPRegressor(loss="poisson", hidden_layer_sizes=(6,), max_iter=20,
+                                      random_state=0), X, y)
+    np.testing.assert_allclose(poisson.to_sklearn().predict(X), poisson.predict(X),
+                               rtol=1e-12)
+    huber = fit_quiet(MLPRegressor(loss="huber", hidden_layer_sizes=(6,), max_iter=2,
+                                    random_state=0), X, y)
+    with pytest.raises(ValueError, match="loss='huber'"):
+        huber.to_sklearn()
+    dropped = fit_quiet(MLPRegressor(dropout=0.2, solver="rmsprop", hidden_layer_sizes=(6,),
+                                      max_iter=2, random_state=0), X, y)
+    with pytest.warns(UserWarning, match="dropout"):
+        sk = dropped.to_sklearn()
+    np.testing.assert_allclose(sk.predict(X), dropped.predict(X), rtol=1e-12)
