@@ -288,7 +288,7 @@ def train_workspace_size(units, Py_ssize_t rows, prelu=False, sparse=False):
 def predict_workspace_size(units, Py_ssize_t rows, int n_threads=1):
     """Number of elements of the prediction workspace for blocks of ``rows``
     split over ``n_threads`` threads (two buffers per thread), capped as
-    :func:`forward` caps them (:func:`thread_cap`)."""
+    :meth:`Network.predict` caps them (:func:`thread_cap`)."""
     L = len(units) - 1
     max_hidden = max([int(u) for u in units[1:L]], default=0)
     nt = cbp_thread_cap(max(1, n_threads))
@@ -298,12 +298,12 @@ def predict_workspace_size(units, Py_ssize_t rows, int n_threads=1):
 def batch_weight_sums(const floating[::1] sample_weight,
                       const Py_ssize_t[::1] order, Py_ssize_t batch_size,
                       double[::1] out):
-    """Sum of the sample weights of each batch, as ``train_epoch`` sums them.
+    """Sum of the sample weights of each batch, as ``Network.epoch`` sums them.
 
     Batch ``j`` is ``order[j * batch_size:(j + 1) * batch_size]`` (or those
     rows when ``order`` is None); its weights are added in that order in
     double precision, so the sums are bit-identical to the ones
-    ``train_epoch`` divides by.
+    ``Network.epoch`` divides by.
 
     Parameters
     ----------
@@ -410,8 +410,11 @@ cdef class Input:
             self.n_samples = self.csr.n_rows
             self.n_features = self.csr.n_cols
         else:
-            if X.ndim != 2 or not X.flags.c_contiguous:
-                raise ValueError("X must be a C-contiguous 2-D array")
+            if not isinstance(X, np.ndarray) or X.ndim != 2 \
+                    or not X.flags.c_contiguous:
+                raise ValueError(
+                    "X must be a C-contiguous 2-D numpy array or a CSR tuple "
+                    f"(data, indices, indptr, n_features), got {type(X).__name__}")
             # one flat view: its pointer is X's row 0 even with no column
             self.values = X.reshape(-1)
             self.n_samples = X.shape[0]
@@ -577,11 +580,11 @@ cdef class Network:
             self._grad = np.empty(self.n_params, dtype=self.dtype)
         return self._grad
 
-    cdef int _check(self, theta, Input data, bint training) except -1:
-        if theta.dtype != self.dtype or theta.shape[0] != self.n_params:
+    cdef int _check(self, Py_ssize_t n_params, bint is_double, Input data,
+                    bint training) except -1:
+        if is_double != (self.dtype == np.float64) or n_params != self.n_params:
             raise ValueError(
-                f"theta must be a {self.dtype} array of {self.n_params} "
-                f"entries, got {theta.dtype} of {theta.shape[0]}")
+                f"theta must be a {self.dtype} array of {self.n_params} entries")
         if data.values.dtype != self.dtype:
             raise ValueError(f"X must be of dtype {self.dtype}")
         if data.n_features != self.net.units[0]:
@@ -655,7 +658,7 @@ cdef class Network:
         cdef int nt = self.net.n_threads
         if not self.has_optimizer:
             raise ValueError("set_optimizer must be called before epoch")
-        self._check(theta.base, data, True)
+        self._check(theta.shape[0], sizeof(floating) == 8, data, True)
         if n < 1:
             raise ValueError("an epoch needs at least one sample")
         _check_rows(rows)
@@ -745,7 +748,7 @@ cdef class Network:
         cdef int tid
         cdef int nt = self.net.n_threads
         cdef double data_sum = 0
-        self._check(theta.base, data, True)
+        self._check(theta.shape[0], sizeof(floating) == 8, data, True)
         if grad.shape[0] != theta.shape[0]:
             raise ValueError("grad and theta differ in size")
         for i in range(nb):
@@ -821,7 +824,7 @@ cdef class Network:
             raise ValueError("set_optimizer must be called before step")
         if theta.shape[0] != self.n_params or grad.shape[0] != self.n_params:
             raise ValueError(f"theta and grad must hold {self.n_params} entries")
-        if theta.base.dtype != self.dtype:
+        if (sizeof(floating) == 8) != (self.dtype == np.float64):
             raise ValueError(f"theta must be of dtype {self.dtype}")
         s1 = self._state_1
         s2 = self._state_2
@@ -874,7 +877,7 @@ cdef class Network:
         cdef int nt = self.net.n_threads
         cdef double sw_sum = 0
         cdef floating scale
-        self._check(theta.base, data, True)
+        self._check(theta.shape[0], sizeof(floating) == 8, data, True)
         if n < 1:
             raise ValueError("loss_grad needs at least one sample")
         _check_rows(rows)
@@ -921,12 +924,13 @@ cdef class Network:
         return (parts[0] / sw_sum,
                 0.5 * alpha * _sum_blocks(&sq[0], _n_row_blocks(&self.net)) / sw_sum)
 
-    def predict(self, const floating[::1] theta, Input data,
-                floating[:, ::1] out, Py_ssize_t block_rows):
+    def predict(self, const floating[::1] theta, Input data, out,
+                Py_ssize_t block_rows):
         """``out = network(X)`` in blocks of ``block_rows`` rows, each block
         split over the threads. Memory beyond ``out`` is a workspace
         bounded by the block size, allocated per call (so that threads may
         predict with one network at once)."""
+        cdef floating[:, ::1] out_mv
         cdef Py_ssize_t n = data.n_samples
         cdef Py_ssize_t k = out.shape[1]
         cdef Py_ssize_t rows = min(block_rows, n)
@@ -942,7 +946,10 @@ cdef class Network:
         cdef Team team
         cdef int tid
         cdef int nt = self.net.n_threads
-        self._check(theta.base, data, False)
+        self._check(theta.shape[0], sizeof(floating) == 8, data, False)
+        if not isinstance(out, np.ndarray) or out.dtype != self.dtype:
+            raise ValueError(f"out must be a {self.dtype} array")
+        out_mv = out
         if out.shape[0] != n or k != self.net.units[self.net.n_layers]:
             raise ValueError("out must have one row per sample and one "
                              "column per output")
@@ -972,7 +979,7 @@ cdef class Network:
                     if r1 > r0:
                         forward_rows(&self.net, &theta[0],
                                      X_p + (start + r0) * xs, r1 - r0,
-                                     &out[0, 0] + (start + r0) * k, buf0,
+                                     &out_mv[0, 0] + (start + r0) * k, buf0,
                                      buf1, start + r0, csr_p)
                     start = start + nb
         _team_end(&team, nt)

@@ -49,7 +49,7 @@ cdef enum:
     LOSS_POISSON = 3               # half Poisson deviance
     LOSS_HUBER = 4                 # threshold Net.loss_param
 
-# Return codes of train_epoch.
+# Return codes of Network.epoch.
 cdef enum:
     _STATUS_OK = 0
     _STATUS_NONFINITE_LOSS = 1      # flags, or-ed together

@@ -124,9 +124,9 @@ def test_methods_reject_data_of_the_wrong_dtype_or_shape(dtype):
 
 def test_input_rejects_inconsistent_arrays():
     X, Y, sw, *_ = problem("identity", np.float64, n=10)
-    with pytest.raises(ValueError, match="X must be a C-contiguous 2-D array"):
+    with pytest.raises(ValueError, match="X must be a C-contiguous 2-D numpy array"):
         _core.Input(np.asfortranarray(X))
-    with pytest.raises(ValueError, match="X must be a C-contiguous 2-D array"):
+    with pytest.raises(ValueError, match="X must be a C-contiguous 2-D numpy array"):
         _core.Input(X[0])
     with pytest.raises(ValueError, match="Y and sample_weight go together"):
         _core.Input(X, Y)
@@ -336,3 +336,10 @@ def test_batch_grad_scale_multiplies_the_gradient_not_the_loss():
     loss, _ = net.loss_grad(theta, mean, sub, 0.0, 40)
     np.testing.assert_allclose(g1 / sw[index].sum(), mean, rtol=1e-12, atol=1e-15)
     assert loss == pytest.approx(loss_1 / sw[index].sum(), rel=1e-12)
+
+
+def test_predict_names_the_dtype_out_must_have():
+    net, X, Y, sw, theta = _setup(solver=None)
+    out = np.empty((X.shape[0], Y.shape[1]), dtype=np.float32)
+    with pytest.raises(ValueError, match="out must be a float64 array"):
+        net.predict(theta, _core.Input(X), out, 8)

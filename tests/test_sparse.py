@@ -91,8 +91,6 @@ def test_network_rejects_sparse_dense_mix_ups():
         net.loss_grad(theta, grad, wide, 0.0, 16)
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError,
-                   reason="Input reads X.flags before it checks that X is an array")
 def test_input_rejects_a_scipy_matrix_clearly():
     """The core takes a sparse X as its CSR arrays; a scipy matrix passed as
     is gets an error that says what X must be."""
