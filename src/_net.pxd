@@ -6,9 +6,7 @@ checks again."""
 
 from libc.stdint cimport uint64_t
 
-from _types cimport (Net, CSR, ACT_IDENTITY, ACT_LOGISTIC, ACT_TANH,
-                     ACT_RELU, ACT_LEAKY_RELU, ACT_ELU, ACT_SOFTPLUS,
-                     ACT_PRELU, LOSS_HUBER, INT_MAX)
+from _types cimport Net, CSR, ACT_PRELU, N_ACTIVATIONS, LOSS_HUBER, INT_MAX
 from _threads cimport cbp_thread_cap
 from _losses cimport _output_pair, _differentiable
 
@@ -56,8 +54,7 @@ cdef inline Net _make_net(const int[::1] units, const Py_ssize_t[::1] offsets,
     if expect != n_params:
         raise ValueError(
             f"theta has {n_params} entries, the layer widths need {expect}")
-    if hidden_act not in (ACT_IDENTITY, ACT_LOGISTIC, ACT_TANH, ACT_RELU,
-                          ACT_LEAKY_RELU, ACT_ELU, ACT_SOFTPLUS, ACT_PRELU):
+    if not (0 <= hidden_act < N_ACTIVATIONS):
         raise ValueError(f"unknown hidden activation code {hidden_act}")
     if not (act_param >= 0):
         raise ValueError(f"the activation's slope must be >= 0, got {act_param}")

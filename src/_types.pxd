@@ -19,6 +19,7 @@ cdef enum:
     ACT_ELU = 5          # z > 0 ? z : exp(z) - 1
     ACT_SOFTPLUS = 6     # log(1 + exp(z))
     ACT_PRELU = 7        # z > 0 ? z : a_j * z, a learned slope per unit
+    N_ACTIVATIONS = 8    # the codes are 0 .. N_ACTIVATIONS - 1
     # Output codes the entry points take: a link and a loss together
     # (_output_pair in _losses.pxd maps each to its pair).
     OUT_IDENTITY = 0   # identity + half squared error
