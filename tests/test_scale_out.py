@@ -100,17 +100,6 @@ def test_one_rank_partial_fit_and_regressor_match():
     np.testing.assert_array_equal(r1._theta, r2._theta)
 
 
-@pytest.mark.parametrize("params, match", [
-    (dict(solver="lbfgs"), "solver='sgd' or 'adam'"),
-    (dict(early_stopping=True), "early_stopping"),
-])
-def test_comm_rejects_what_is_not_distributed(params, match):
-    MPI = _mpi()
-    X, y, _ = _data(60)
-    with pytest.raises(ValueError, match=match):
-        MLPClassifier(comm=MPI.COMM_SELF, **params).fit(X, y)
-
-
 def test_comm_must_be_a_communicator():
     X, y, _ = _data(60)
     with pytest.raises(ValueError, match="comm"):
