@@ -642,39 +642,3 @@ def test_to_sklearn_with_the_new_parameters():
     with pytest.warns(UserWarning, match="dropout"):
         sk = dropped.to_sklearn()
     np.testing.assert_allclose(sk.predict(X), dropped.predict(X), rtol=1e-12)
-
-
-# ---------------------------------------------------------------------------
-# Data-parallel training (comm=) refuses what its per-batch core calls lack
-
-
-class _FakeComm:
-    """Passes the parameter check; never reached by the refusals below."""
-
-    def Allreduce(self, *args):  # noqa: N802
-        raise AssertionError("no MPI call expected")
-
-    def Get_rank(self):  # noqa: N802
-        raise AssertionError("no MPI call expected")
-
-    def Get_size(self):  # noqa: N802
-        raise AssertionError("no MPI call expected")
-
-
-@pytest.mark.parametrize("params, message", [
-    (dict(solver="rmsprop"), "solver='rmsprop'"),
-    (dict(weight_decay=0.1), "weight_decay=0.1"),
-    (dict(dropout=0.2), "dropout=0.2"),
-    (dict(activation="prelu"), "activation='prelu'"),
-    (dict(activation="leaky_relu"), "activation='leaky_relu'"),
-    (dict(class_weight="balanced"), "class_weight='balanced'"),
-])
-def test_comm_refuses_features_it_does_not_distribute(params, message):
-    X, y = np.ones((6, 2)), [0, 1] * 3
-    with pytest.raises(ValueError, match=f"comm= does not support .*{message}"):
-        MLPClassifier(comm=_FakeComm(), **params).fit(X, y)
-    if "class_weight" not in params:
-        with pytest.raises(ValueError, match="comm= does not support"):
-            MLPRegressor(comm=_FakeComm(), **params).fit(X, [0.0, 1.0] * 3)
-    with pytest.raises(ValueError, match="loss='huber'"):
-        MLPRegressor(comm=_FakeComm(), loss="huber").fit(X, [0.0, 1.0] * 3)
