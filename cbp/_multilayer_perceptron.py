@@ -855,7 +855,8 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
     def _fit_lbfgs(self, X, Y, sw, tasks):
         theta = self._theta
         layout = self._layout()
-        network = self._network(theta.dtype)
+        n_threads = None if self.comm is None else self._rank_threads()
+        network = self._network(theta.dtype, n_threads)
         data = _core_input(X, theta.dtype, Y, sw)
         rows = _loss_grad_rows(network, data)
         grad = np.empty_like(theta)
@@ -1224,6 +1225,13 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
             ConvergenceWarning,
         )
 
+    def _rank_threads(self):
+        """OpenMP threads of one rank with ``comm``: ``n_jobs``, or with
+        None this node's cores shared by its ranks. Collective."""
+        if self.n_jobs is None:
+            return _distributed.threads_per_rank(self.comm)
+        return _n_threads(self.n_jobs)
+
     def _split_ranks(self, X, Y, sw, stratify):
         """Early stopping's split with ``comm``: the split of the
         concatenated shards that a single process draws (rank 0 draws it),
@@ -1284,11 +1292,7 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
         ``positions``: the place of each row in the global training set
         (None: the shards concatenated in rank order).
         """
-        n_threads = (
-            _distributed.threads_per_rank(self.comm)
-            if self.n_jobs is None
-            else _n_threads(self.n_jobs)
-        )
+        n_threads = self._rank_threads()
         local_batch = 200 if self.batch_size == "auto" else int(self.batch_size)
         data_parallel = _distributed.DataParallelEpochs(
             self.comm, _core_input(X, theta.dtype, Y, sw), local_batch, theta,
@@ -1551,7 +1555,8 @@ class _HeldOutLoss:
         theta = est._theta
         self.est = est
         self.data = _core_input(X, theta.dtype, Y, sw)
-        self.network = est._network(theta.dtype)
+        n_threads = None if est.comm is None else est._rank_threads()
+        self.network = est._network(theta.dtype, n_threads)
         self.rows = _loss_grad_rows(self.network, self.data)
         # loss_grad also returns the gradient: a buffer it writes, unused
         self.grad = np.empty_like(theta)
