@@ -3,9 +3,11 @@
 Usage: ``python mpi_worker.py MODE OUT [DTYPE]`` with MODE ``fit`` (every rank
 trains on an uneven contiguous shard of ``make_data()``; rank 0 writes its
 weights, loss curve and the largest weight difference between ranks to
-OUT), ``features`` (the same for each configuration of ``FEATURES``, to
-``OUT.<name>.npz``), ``interrupt`` (lbfgs; rank 1 gets Ctrl-C during its
-third loss evaluation: every rank must stop at the same point and finish),
+OUT), ``features`` (the same for each configuration of
+``feature_configs()``, to ``OUT.<name>.npz``), ``interrupt`` (lbfgs; rank 1
+gets Ctrl-C during its third loss evaluation: every rank must stop at the
+same point and finish), ``diverge`` (lbfgs; rank 1's loss is NaN from its
+third evaluation on: every rank must keep the best point and raise),
 ``raise`` (rank 1 raises before the first collective step, the other
 ranks wait in fit) or ``badrank`` (rank 1 passes data with a wrong number
 of features: every rank must raise ValueError, none hang).
@@ -115,8 +117,8 @@ def main(mode, out, dtype="float64"):
     rank, K = comm.Get_rank(), comm.Get_size()
     if mode == "features":
         return fit_features(comm, out, dtype)
-    if mode == "interrupt":
-        return fit_interrupted(comm, out)
+    if mode in ("interrupt", "diverge"):
+        return fit_faulty(comm, out, mode)
     X, y, sw = make_data()
     X = X.astype(dtype)
     edges = split_points(X.shape[0], K)
@@ -160,44 +162,61 @@ def fit_features(comm, out, dtype):
             np.savez(f"{out}.{name}.npz", spread=spread, **fit_record(est))
 
 
-class _InterruptingNetwork:
-    """A network whose third full-batch evaluation gets Ctrl-C on rank 1."""
+class _FaultyNetwork:
+    """A network whose full-batch evaluations on rank 1 fail from the third
+    on: Ctrl-C during the third (``interrupt``), or a NaN loss
+    (``diverge``)."""
 
-    def __init__(self, network, rank):
-        self.network, self.rank, self.calls = network, rank, 0
+    def __init__(self, network, rank, fault):
+        self.network, self.rank, self.fault, self.calls = network, rank, fault, 0
 
     def __getattr__(self, name):
         return getattr(self.network, name)
 
     def loss_grad(self, *args, **kwargs):
         self.calls += 1
-        if self.rank == 1 and self.calls == 3:
+        faulty = self.rank == 1 and self.calls >= 3
+        if faulty and self.fault == "interrupt" and self.calls == 3:
             os.kill(os.getpid(), signal.SIGINT)
-        return self.network.loss_grad(*args, **kwargs)
+        data, penalty = self.network.loss_grad(*args, **kwargs)
+        if faulty and self.fault == "diverge":
+            data = np.nan
+        return data, penalty
 
 
-class _InterruptedClassifier(MLPClassifier):
+class _FaultyClassifier(MLPClassifier):
+    fault = None
+
     def _network(self, dtype, n_threads=None):
         network = super()._network(dtype, n_threads)
-        return _InterruptingNetwork(network, self.comm.Get_rank())
+        return _FaultyNetwork(network, self.comm.Get_rank(), self.fault)
 
 
-def fit_interrupted(comm, out):
+def fit_faulty(comm, out, fault):
+    """lbfgs with a fault on rank 1; rank 0 saves what every rank ended
+    with: whether it warned of an interrupt, the error it raised, and the
+    weights."""
     rank, K = comm.Get_rank(), comm.Get_size()
     X, y, sw = make_data()
     edges = split_points(X.shape[0], K)
     rows = slice(edges[rank], edges[rank + 1])
-    est = _InterruptedClassifier(comm=comm, **dict(_SMALL, solver="lbfgs", max_iter=50))
+    est = _FaultyClassifier(comm=comm, **dict(_SMALL, solver="lbfgs", max_iter=50))
+    est.fault = fault
+    error = ""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        est.fit(X[rows], y[rows], sample_weight=sw[rows])
+        try:
+            est.fit(X[rows], y[rows], sample_weight=sw[rows])
+        except ValueError as exc:
+            error = str(exc)
     interrupted = any("interrupted" in str(w.message) for w in caught)
     thetas = comm.gather(est._theta, root=0)
     flags = comm.gather(interrupted, root=0)
+    errors = comm.gather(error, root=0)
     if rank == 0:
         spread = max(float(np.abs(t - thetas[0]).max()) for t in thetas)
         np.savez(f"{out}.npz", spread=spread, interrupted=np.array(flags),
-                 **fit_record(est))
+                 errors=np.array(errors), **fit_record(est))
 
 
 if __name__ == "__main__":
