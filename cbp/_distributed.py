@@ -11,7 +11,9 @@ Global batch order
 ------------------
 The global data set is the concatenation of the shards in rank order:
 rank ``k``'s local row ``i`` is global row ``offset_k + i`` with
-``offset_k = n_0 + ... + n_{k-1}``. Each epoch draws one permutation of
+``offset_k = n_0 + ... + n_{k-1}``. (With ``early_stopping`` the global
+training set is the single-process ``X_train`` of :func:`split`; each rank
+passes the places of its training rows in it.) Each epoch draws one permutation of
 the ``n = n_0 + ... + n_{K-1}`` global rows with the estimator's
 ``random_state`` exactly as a single-process ``fit`` draws it (rank 0's
 draw is broadcast, so the ranks agree even with ``random_state=None``);
@@ -45,6 +47,8 @@ stays free of MPI.
 
 import math
 import os
+import signal
+import threading
 
 import numpy as np
 
@@ -84,6 +88,103 @@ def global_classes(comm, y):
     return np.unique(np.concatenate(labels))
 
 
+def gather_all(comm, local):
+    """The ranks' 1-D arrays concatenated in rank order, on every rank."""
+    local = np.ascontiguousarray(local)
+    counts = np.asarray(comm.allgather(local.shape[0]), dtype=np.intp)
+    displs = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.intp)
+    out = np.empty(int(counts.sum()), dtype=local.dtype)
+    comm.Allgatherv(local, [out, (counts, displs)])
+    return out
+
+
+def sum_to_all(comm, buffer):
+    """Sum ``buffer`` over the ranks in place: the same bits on every rank.
+
+    Reduced to rank 0 and broadcast rather than allreduced: MPI does not
+    promise that an allreduce gives every rank the same rounding, and the
+    ranks' decisions (stopping, L-BFGS-B's steps) must agree.
+    """
+    MPI = mpi()
+    if comm.Get_rank() == 0:
+        comm.Reduce(MPI.IN_PLACE, buffer, root=0)
+    else:
+        comm.Reduce(buffer, None, root=0)
+    comm.Bcast(buffer, root=0)
+    return buffer
+
+
+def weight_sum(comm, sw):
+    """The sum of all ranks' sample weights, as one process adds them.
+
+    The weights of the shards concatenated in rank order are added in
+    order in double precision, as the core's
+    :meth:`~cbp._core.Network.loss_grad` adds the weights of its rows: the
+    bits of a single process's sum over the concatenated shards.
+    """
+    sw_all = gather_all(comm, sw)
+    if sw_all.shape[0] == 0:
+        return 0.0
+    # add.accumulate adds in order (np.sum adds pairwise)
+    return float(np.cumsum(sw_all, dtype=np.float64)[-1])
+
+
+def bcast_from_root(comm, func):
+    """``func()`` on rank 0, its result on every rank; an exception it
+    raises is raised on every rank."""
+    result = error = None
+    if comm.Get_rank() == 0:
+        try:
+            result = func()
+        except Exception as exc:  # re-raised on every rank below
+            error = exc
+    result, error = comm.bcast((result, error), root=0)
+    if error is not None:
+        raise error
+    return result
+
+
+def split(comm, n_local, stratify, split_func):
+    """Training and validation rows of every rank, as one process splits.
+
+    ``split_func(ids, stratify_all)`` splits the global row ids
+    ``0 ... n - 1`` (the shards of ``n_local`` rows concatenated in rank
+    order) as a single process splits its rows, ``stratify_all`` being the
+    ranks' ``stratify`` labels concatenated (None when ``stratify`` is);
+    it runs on rank 0 and its split is broadcast (with
+    ``random_state=None`` the ranks would draw different ones).
+
+    Returns
+    -------
+    train_rows, val_rows : ndarray of intp
+        This rank's local rows of the training and the validation set, in
+        the order of the global sets.
+    train_pos, val_pos : ndarray of intp
+        The place of each of them in the global set.
+    n_val : int
+        The size of the global validation set.
+    """
+    counts = comm.allgather(n_local)
+    offset = sum(counts[: comm.Get_rank()])
+    labels = None if stratify is None else comm.gather(stratify, root=0)
+
+    def draw():
+        ids = np.arange(sum(counts), dtype=np.intp)
+        return split_func(ids, None if labels is None else np.concatenate(labels))
+
+    ids_train, ids_val = bcast_from_root(comm, draw)
+    ids_train = np.asarray(ids_train, dtype=np.intp)
+    ids_val = np.asarray(ids_val, dtype=np.intp)
+    mine = (ids_train >= offset) & (ids_train < offset + n_local)
+    train_pos = np.flatnonzero(mine).astype(np.intp)
+    train_rows = ids_train[train_pos] - offset
+    val_pos = np.flatnonzero(
+        (ids_val >= offset) & (ids_val < offset + n_local)
+    ).astype(np.intp)
+    val_rows = ids_val[val_pos] - offset
+    return train_rows, val_rows, train_pos, val_pos, ids_val.shape[0]
+
+
 def threads_per_rank(comm):
     """OpenMP threads for one rank: this node's cores / its ranks.
 
@@ -113,10 +214,9 @@ class DataParallelEpochs:
     ----------
     comm : mpi4py.MPI.Comm
         The ranks that train together.
-    X, Y : ndarray of shape (n_local, n_features), (n_local, n_outputs)
-        This rank's shard (C-contiguous, the training dtype).
-    sw : ndarray of shape (n_local,)
-        Its sample weights.
+    data : cbp._core.Input
+        This rank's shard (X dense or CSR, Y and the sample weights, the
+        training dtype).
     local_batch : int
         Rows per rank per batch; the global batch is ``K * local_batch``
         rows (at most the global number of rows).
@@ -126,38 +226,48 @@ class DataParallelEpochs:
         Layer widths.
     n_threads : int
         OpenMP threads of this rank.
+    positions : ndarray of intp of shape (n_local,), default=None
+        The place of each local row in the global data set; None: the
+        shards concatenated in rank order (``offset + arange(n_local)``).
+        Every rank passes None, or every rank its positions.
     """
 
-    def __init__(self, comm, X, Y, sw, local_batch, theta, units, n_threads):
+    def __init__(self, comm, data, local_batch, theta, units, n_threads,
+                 positions=None):
         MPI = mpi()
         self.comm = comm
         self.n_ranks = comm.Get_size()
         self.rank = comm.Get_rank()
         # the same network on every rank, or every rank raises
         shapes = comm.allgather(
-            (X.shape[1], Y.shape[1], theta.shape[0], theta.dtype.str)
+            (data.n_features, data.Y.shape[1], theta.shape[0], theta.dtype.str)
         )
         if any(shape != shapes[0] for shape in shapes):
             raise ValueError(
                 "The ranks' shards disagree: (n_features, n_outputs, "
                 f"n_params, dtype) per rank are {shapes}."
             )
-        n_local = X.shape[0]
+        n_local = data.n_samples
         counts = np.asarray(comm.allgather(n_local), dtype=np.intp)
-        self.offset = int(counts[: self.rank].sum())
         self.n_samples = int(counts.sum())
         self.n_local = n_local
-        self.data = _core.Input(X, Y, sw)
-        dtype = theta.dtype
+        self.data = data
+        if positions is None:
+            offset = int(counts[: self.rank].sum())
+            positions = np.arange(offset, offset + n_local, dtype=np.intp)
+        # local_row[g]: this rank's row at global place g, or -1
+        self.local_row = np.full(self.n_samples, -1, dtype=np.intp)
+        self.local_row[positions] = np.arange(n_local, dtype=np.intp)
         # every rank knows every sample weight: batch weight sums are local
-        self.sw_all = np.empty(self.n_samples, dtype=dtype)
-        displs = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        comm.Allgatherv(sw, [self.sw_all, (counts, displs)])
+        self.sw_all = np.empty(self.n_samples, dtype=theta.dtype)
+        self.sw_all[gather_all(comm, positions)] = gather_all(
+            comm, data.sample_weight
+        )
         self.batch_size = int(min(self.n_ranks * local_batch, self.n_samples))
         self.n_threads = int(n_threads)
         # one flat buffer, allocated once: the gradient, then one flag
         # counting ranks whose batch loss was not finite
-        self.buffer = np.empty(theta.shape[0] + 1, dtype=dtype)
+        self.buffer = np.empty(theta.shape[0] + 1, dtype=theta.dtype)
         self.grad = self.buffer[:-1]
         self._in_place = MPI.IN_PLACE
         comm.Bcast(theta, root=0)
@@ -174,7 +284,7 @@ class DataParallelEpochs:
         row's place in the global order, as a single process keys them.
         """
         comm = self.comm
-        n, B, off = self.n_samples, self.batch_size, self.offset
+        n, B = self.n_samples, self.batch_size
         if order is not None:
             comm.Bcast(order, root=0)
         n_batches = -(-n // B)
@@ -182,10 +292,9 @@ class DataParallelEpochs:
         _core.batch_weight_sums(self.sw_all, order, B, sw_sums)
         # this rank's rows of each batch, in the batch's order, and their
         # places in the global order
-        glob = np.arange(n, dtype=np.intp) if order is None else order
-        pos = np.flatnonzero((glob >= off) & (glob < off + self.n_local))
-        local_rows = np.ascontiguousarray(glob[pos] - off, dtype=np.intp)
-        pos = np.ascontiguousarray(pos, dtype=np.intp)
+        rows = self.local_row if order is None else self.local_row[order]
+        pos = np.flatnonzero(rows >= 0).astype(np.intp)
+        local_rows = np.ascontiguousarray(rows[pos])
         edges = np.minimum(np.arange(n_batches + 1, dtype=np.intp) * B, n)
         bounds = np.searchsorted(pos, edges)
 
@@ -223,3 +332,149 @@ class DataParallelEpochs:
         comm.Bcast(totals, root=0)
         comm.Bcast(theta, root=0)
         return float(totals[0]), float(totals[1]), status
+
+
+class FullBatch:
+    """The full-batch loss (and gradient) of the rows of all ranks.
+
+    Collective: every rank constructs it with its rows (none is allowed)
+    and calls it at the same points. Each rank's
+    :meth:`~cbp._core.Network.loss_grad` divides by the weight sum of all
+    ranks (:func:`weight_sum`) and only the first rank that holds rows adds
+    the L2 term, so the sums over the ranks (:func:`sum_to_all`) are the
+    single-process loss and gradient of the concatenated rows, to the
+    rounding of the additions, with the same bits on every rank.
+
+    Parameters
+    ----------
+    comm : mpi4py.MPI.Comm
+    network : cbp._core.Network
+    data : cbp._core.Input
+        This rank's rows.
+    alpha : float
+        The L2 penalty of the objective.
+    block_rows : int
+        Rows per block of the core's call.
+    interrupt : DeferredInterrupt, default=None
+        Its Ctrl-C, noted on any rank, is raised as KeyboardInterrupt on
+        every rank by the same call.
+    """
+
+    def __init__(self, comm, network, data, alpha, block_rows, interrupt=None):
+        self.comm = comm
+        self.network = network
+        self.data = data
+        self.block_rows = block_rows
+        self.interrupt = interrupt
+        self.sw_sum = weight_sum(comm, data.sample_weight)
+        has_rows = comm.allgather(data.n_samples > 0)
+        first = has_rows.index(True) if True in has_rows else 0
+        self.alpha = float(alpha) if comm.Get_rank() == first else 0.0
+        # data loss, penalty, ranks interrupted
+        self.totals = np.zeros(3, dtype=np.float64)
+        self._grad = None
+
+    def __call__(self, theta, grad=None):
+        """``(data_loss, penalty)`` at ``theta``; the gradient into ``grad``
+        (None: not needed). NaN for rows whose weights all are 0."""
+        if grad is None:
+            if self._grad is None:
+                self._grad = np.empty_like(theta)
+            grad_out = self._grad
+        else:
+            grad_out = grad
+        totals = self.totals
+        totals[:] = 0.0
+        if self.sw_sum > 0 and self.data.n_samples > 0:
+            totals[:2] = self.network.loss_grad(
+                theta, grad_out, self.data, self.alpha, self.block_rows,
+                sw_sum=self.sw_sum,
+            )
+        else:
+            grad_out[:] = 0
+        if self.interrupt is not None and self.interrupt.pending:
+            self.interrupt.pending = False
+            totals[2] = 1.0
+        sum_to_all(self.comm, totals)
+        if grad is not None:
+            sum_to_all(self.comm, grad)
+        if totals[2] > 0:
+            raise KeyboardInterrupt
+        if not self.sw_sum > 0:
+            return np.nan, np.nan
+        return float(totals[0]), float(totals[1])
+
+
+class ValidationScore:
+    """Early stopping's validation score over all ranks' held-out rows.
+
+    Collective: every rank constructs it with its held-out rows (possibly
+    none) and calls it once per epoch. Rank 0 gathers the predictions,
+    puts them in the order of the global validation set and scores them
+    with ``score(y, y_pred, sample_weight)`` as a single process scores
+    its validation set (the same bits, float32 sums included); the score
+    is broadcast. The targets and weights, fixed during a fit, are
+    gathered once.
+
+    Parameters
+    ----------
+    comm : mpi4py.MPI.Comm
+    y : ndarray of shape (n_local,) or (n_local, n_outputs)
+        This rank's held-out targets.
+    sample_weight : ndarray of shape (n_local,) or None
+    positions : ndarray of intp of shape (n_local,)
+        The place of each row in the global validation set.
+    score : callable
+        ``score(y_true, y_pred, sample_weight) -> float``.
+    """
+
+    def __init__(self, comm, y, sample_weight, positions, score):
+        self.comm = comm
+        self.score = score
+        # this rank's empty prediction, of the labels' dtype and shape
+        self.empty = y[:0]
+        parts = comm.gather((positions, y, sample_weight), root=0)
+        if comm.Get_rank() == 0:
+            pos = np.concatenate([p[0] for p in parts])
+            self.order = np.argsort(pos, kind="stable")
+            self.y = np.concatenate([p[1] for p in parts])[self.order]
+            self.sw = None
+            if sample_weight is not None:
+                self.sw = np.concatenate([p[2] for p in parts])[self.order]
+
+    def __call__(self, y_pred):
+        """The score with this rank's predictions ``y_pred`` (None when it
+        holds no held-out rows), on every rank."""
+        preds = self.comm.gather(self.empty if y_pred is None else y_pred, root=0)
+
+        def compute():
+            return self.score(self.y, np.concatenate(preds)[self.order], self.sw)
+
+        return bcast_from_root(self.comm, compute)
+
+
+class DeferredInterrupt:
+    """Context manager: Ctrl-C (SIGINT) sets ``pending`` instead of raising.
+
+    A rank interrupted inside a collective call would leave the others
+    waiting: the interrupt is noted and acted on by every rank at the next
+    point where they exchange it (:class:`FullBatch`). Signal handlers can
+    only be set in the main thread; elsewhere Ctrl-C is left as it is.
+    """
+
+    def __enter__(self):
+        self.pending = False
+        self._installed = threading.current_thread() is threading.main_thread()
+        if self._installed:
+            self._previous = signal.signal(signal.SIGINT, self._note)
+        return self
+
+    def _note(self, signum, frame):
+        self.pending = True
+
+    def __exit__(self, *exc):
+        if self._installed:
+            # None: the handler was not set from Python
+            previous = signal.SIG_DFL if self._previous is None else self._previous
+            signal.signal(signal.SIGINT, previous)
+        return False

@@ -142,9 +142,12 @@ _CLASS_DOC_PARAMS = """
         ranks end with the same weights, equal (to rounding) to a
         single-process fit with ``batch_size=K * batch_size`` on the
         shards concatenated in rank order; the global batch order is
-        defined in :mod:`cbp._distributed`. Only 'sgd' and 'adam', without
-        early stopping. None (the default) trains in this process, as
-        scikit-learn does. Not in scikit-learn.
+        defined in :mod:`cbp._distributed`. Every option trains alike:
+        ``class_weight='balanced'`` counts the classes of all ranks,
+        'lbfgs' minimises the loss of all ranks' rows, and early stopping
+        holds out the single-process split of the concatenated shards.
+        None (the default) trains in this process, as scikit-learn does.
+        Not in scikit-learn.
 
     leaky_relu_slope : float, default=0.01
         Slope of 'leaky_relu' for z <= 0, >= 0 (0 gives 'relu'). Ignored

@@ -11,6 +11,7 @@ What each activation, loss and solver is comes from the tables of
 :mod:`cbp._optimizers`, the thread limits from :mod:`cbp._threads`.
 """
 
+import contextlib
 import threading
 import warnings
 from abc import ABC, abstractmethod
@@ -465,8 +466,6 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
         # stopping are this fit's own
         self._best_theta = None
 
-        if self.comm is not None:
-            self._check_distributable()
         X, y = self._validate_input(X, y, incremental, reset=first_pass)
         n_samples, n_features = X.shape
         if sample_weight is not None:
@@ -581,35 +580,6 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
             return 0
         return -int(np.frexp(largest)[1])
 
-    def _check_distributable(self):
-        """Reject what data-parallel training (``comm``) does not support."""
-        if self.solver not in _STOCHASTIC_SOLVERS:
-            raise ValueError(
-                "comm= trains with solver='sgd' or 'adam'; "
-                f"solver={self.solver!r} is not distributed."
-            )
-        if self.early_stopping:
-            raise ValueError("comm= does not support early_stopping=True.")
-        # the per-batch core calls of data-parallel training (batch_loss_grad,
-        # optimizer_step) do not take these yet
-        unsupported = []
-        if not _registry.SOLVERS[self.solver].data_parallel:
-            unsupported.append(f"solver={self.solver!r}")
-        if self.weight_decay > 0:
-            unsupported.append(f"weight_decay={self.weight_decay!r}")
-        if self._dropout_rates is not None:
-            unsupported.append(f"dropout={self.dropout!r}")
-        activation = _registry.ACTIVATIONS[self.activation]
-        if activation.param is not None or activation.learned:
-            unsupported.append(f"activation={self.activation!r}")
-        if _registry.loss_param(getattr(self, "loss", None)) is not None:
-            unsupported.append(f"loss={self.loss!r}")
-        if getattr(self, "class_weight", None) == "balanced":
-            # each rank would balance its own shard
-            unsupported.append("class_weight='balanced'")
-        if unsupported:
-            raise ValueError(f"comm= does not support {', '.join(unsupported)} yet.")
-
     def _collective(self, func, *args, **kwargs):
         """``func(*args, **kwargs)``; with ``comm``, raise on every rank when
         it raised on any (so that no rank is left waiting in MPI)."""
@@ -626,11 +596,24 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
     def _fit_lbfgs(self, X, Y, sw, tasks):
         theta = self._theta
         layout = self._layout()
-        network = self._network(theta.dtype)
+        n_threads = None if self.comm is None else self._rank_threads()
+        network = self._network(theta.dtype, n_threads)
         data = _core_input(X, theta.dtype, Y, sw)
         rows = _loss_grad_rows(network, data)
         grad = np.empty_like(theta)
         alpha = self._l2_alpha
+        if self.comm is None:
+            full_batch = None
+            interrupt = contextlib.nullcontext()
+        else:
+            # every rank evaluates the loss and gradient of all ranks' rows
+            # at the same points, so that each rank's L-BFGS-B takes the
+            # same steps; Ctrl-C on any rank stops all at the same one
+            self.comm.Bcast(theta, root=0)
+            interrupt = _distributed.DeferredInterrupt()
+            full_batch = _distributed.FullBatch(
+                self.comm, network, data, alpha, rows, interrupt
+            )
 
         # the evaluated point with the lowest finite loss (the start, until
         # one is lower): kept when the loss becomes NaN/inf or on Ctrl-C
@@ -642,6 +625,8 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
             # the core's (data loss, penalty) at theta, gradient into grad:
             # every evaluation goes through here, so none can leave out an
             # option of the fit
+            if full_batch is not None:
+                return full_batch(theta, grad)
             return network.loss_grad(theta, grad, data, alpha, rows)
 
         def loss_grad(x):
@@ -658,57 +643,62 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
 
         def count_iteration(xk):
             n_iter[0] += 1
-            if tasks.lbfgs_iteration(xk):
+            stop = tasks.lbfgs_iteration(xk)
+            if self.comm is not None:
+                # a stop asked on any rank stops all at this iteration
+                stop = self.comm.allreduce(int(bool(stop))) > 0
+            if stop:
                 stopped_at.append(np.array(xk, copy=True))
                 raise StopIteration
 
-        interrupted = False
-        tasks.lbfgs_begin(theta)
-        try:
-            opt_res = scipy.optimize.minimize(
-                loss_grad,
-                theta.astype(np.float64),
-                method="L-BFGS-B",
-                jac=True,
-                callback=count_iteration,
-                options={
-                    "maxfun": self.max_fun,
-                    "maxiter": self.max_iter,
-                    "gtol": self.tol,
-                },
-            )
-            theta[:] = opt_res.x
-        except StopIteration:
-            pass  # scipy < 1.11 lets the callback's StopIteration through
-        except KeyboardInterrupt:
-            interrupted = True
-            theta[:] = best_theta
-            warnings.warn("Training interrupted by user.")
-        finally:
-            tasks.close_subtask()
-        if stopped_at:
-            theta[:] = stopped_at[0]
-        data, penalty = evaluate()
-        if not np.isfinite(data + penalty):
-            theta[:] = best_theta
-            self._set_theta(theta, layout)
-            self.n_iter_ = min(n_iter[0], self.max_iter)
-            if not np.isfinite(best_loss[0]):
-                self.loss_ = np.inf
-                raise ValueError(
-                    f"{_NONFINITE_WEIGHTS} lbfgs cannot start: the loss is NaN "
-                    "or infinite at the initial weights, which were kept. The "
-                    "input data (or the regression targets) are too large: "
-                    "scale them."
+        with interrupt:
+            interrupted = False
+            tasks.lbfgs_begin(theta)
+            try:
+                opt_res = scipy.optimize.minimize(
+                    loss_grad,
+                    theta.astype(np.float64),
+                    method="L-BFGS-B",
+                    jac=True,
+                    callback=count_iteration,
+                    options={
+                        "maxfun": self.max_fun,
+                        "maxiter": self.max_iter,
+                        "gtol": self.tol,
+                    },
                 )
+                theta[:] = opt_res.x
+            except StopIteration:
+                pass  # scipy < 1.11 lets the callback's StopIteration through
+            except KeyboardInterrupt:
+                interrupted = True
+                theta[:] = best_theta
+                warnings.warn("Training interrupted by user.")
+            finally:
+                tasks.close_subtask()
+            if stopped_at:
+                theta[:] = stopped_at[0]
             data, penalty = evaluate()
-            self.loss_ = self._reported_loss(data, penalty)
-            raise ValueError(
-                f"{_NONFINITE_WEIGHTS} lbfgs diverged after {self.n_iter_} "
-                "iterations: the loss became NaN or infinite. The weights with "
-                "the lowest finite loss were kept. Scale the input data (and "
-                "the regression targets)."
-            )
+            if not np.isfinite(data + penalty):
+                theta[:] = best_theta
+                self._set_theta(theta, layout)
+                self.n_iter_ = min(n_iter[0], self.max_iter)
+                if not np.isfinite(best_loss[0]):
+                    self.loss_ = np.inf
+                    raise ValueError(
+                        f"{_NONFINITE_WEIGHTS} lbfgs cannot start: the loss is NaN "
+                        "or infinite at the initial weights, which were kept. The "
+                        "input data (or the regression targets) are too large: "
+                        "scale them."
+                    )
+                data, penalty = evaluate()
+                self.loss_ = self._reported_loss(data, penalty)
+                raise ValueError(
+                    f"{_NONFINITE_WEIGHTS} lbfgs diverged after {self.n_iter_} "
+                    "iterations: the loss became NaN or infinite. The weights with "
+                    "the lowest finite loss were kept. Scale the input data (and "
+                    "the regression targets)."
+                )
         if interrupted or stopped_at:
             self.n_iter_ = min(n_iter[0], self.max_iter)
         else:
@@ -735,6 +725,9 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
         early_stopping = self.early_stopping
+        # with comm: the places of this rank's training rows in the global
+        # training set, and the validation score of all ranks
+        train_pos = validation_score = None
         if early_stopping:
             # don't stratify in multilabel classification
             should_stratify = is_classifier(self) and self.n_outputs_ == 1
@@ -742,15 +735,20 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
             # the float copy the core trains on): the same split, and its
             # error names a class with too few members as scikit-learn does
             stratify = Y.astype(bool) if should_stratify else None
-            X_train, X_val, Y_train, Y_val, sw_train, sw_val = train_test_split(
-                X,
-                Y,
-                sw,
-                random_state=self._random_state,
-                test_size=self.validation_fraction,
-                stratify=stratify,
-            )
-            if X_val.shape[0] < 2:
+            if self.comm is None:
+                X_train, X_val, Y_train, Y_val, sw_train, sw_val = train_test_split(
+                    X,
+                    Y,
+                    sw,
+                    random_state=self._random_state,
+                    test_size=self.validation_fraction,
+                    stratify=stratify,
+                )
+                n_val = X_val.shape[0]
+            else:
+                (X_train, X_val, Y_train, Y_val, sw_train, sw_val, train_pos,
+                 val_pos, n_val) = self._split_ranks(X, Y, sw, stratify)
+            if n_val < 2:
                 raise ValueError(
                     "The validation set is too small. Increase 'validation_fraction' "
                     "or the size of your dataset."
@@ -764,9 +762,12 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
             else:
                 y_val = Y_val if Y_val.shape[1] > 1 else Y_val.ravel()
             validation_loss = _HeldOutLoss(self, X_val, Y_val, sw_val)
+            train_weighted = bool(sw_train.any())
+            if self.comm is not None:
+                train_weighted = self.comm.allreduce(int(train_weighted)) > 0
             if not weighted:
                 sw_val = None
-            elif not sw_train.any():
+            elif not train_weighted:
                 raise ValueError(
                     "Sample weights must contain at least one non-zero number: "
                     "the samples left for training after holding out the "
@@ -775,6 +776,10 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
                 )
             # what is restored when no epoch has a finite validation score
             self._best_theta = theta.copy()
+            if self.comm is not None:
+                validation_score = self._validation_score_ranks(
+                    X_val, y_val, sw_val, val_pos
+                )
         else:
             X_train, Y_train, sw_train = X, Y, sw
             X_val = y_val = sw_val = validation_loss = None
@@ -782,8 +787,9 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
         n_samples = X_train.shape[0]
         data_parallel = None
         if self.comm is not None:
-            self._collective(_reject_sparse, X_train, "comm=")
-            data_parallel = self._data_parallel(X_train, Y_train, sw_train, theta, units)
+            data_parallel = self._data_parallel(
+                X_train, Y_train, sw_train, theta, units, train_pos
+            )
             n_samples = data_parallel.n_samples
         elif self.batch_size == "auto":
             batch_size = min(200, n_samples)
@@ -821,6 +827,10 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
             self._dropout_seed = int(
                 self._random_state.randint(np.iinfo(np.int64).max, dtype=np.int64)
             )
+            if data_parallel is not None:
+                # rank 0's, as its weights and orders (random_state=None
+                # draws differently on each rank)
+                self._dropout_seed = self.comm.bcast(self._dropout_seed, root=0)
             network.set_dropout(self._dropout_rates, self._dropout_seed)
 
         # theta before each epoch, to go back to if the epoch diverges
@@ -875,7 +885,8 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
                 self.loss_curve_.append(self.loss_)
 
                 self._update_no_improvement_count(
-                    early_stopping, X_val, y_val, sw_val, validation_loss
+                    early_stopping, X_val, y_val, sw_val, validation_loss,
+                    validation_score,
                 )
                 optimizer.iteration_ends(self.t_)
                 # progress line and callbacks (a callback returning True
@@ -955,20 +966,78 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
             ConvergenceWarning,
         )
 
-    def _data_parallel(self, X, Y, sw, theta, units):
+    def _rank_threads(self):
+        """OpenMP threads of one rank with ``comm``: ``n_jobs``, or with
+        None this node's cores shared by its ranks. Collective."""
+        if self.n_jobs is None:
+            return _distributed.threads_per_rank(self.comm)
+        return _n_threads(self.n_jobs)
+
+    def _split_ranks(self, X, Y, sw, stratify):
+        """Early stopping's split with ``comm``: the split of the
+        concatenated shards that a single process draws (rank 0 draws it),
+        each rank keeping its rows of either set.
+
+        Returns this rank's ``X_train, X_val, Y_train, Y_val, sw_train,
+        sw_val`` (in the order of the global sets), the place of each of
+        its training and validation rows in the global set, and the size
+        of the global validation set.
+        """
+        # theta's starting point is rank 0's (the best weights until an
+        # epoch scores)
+        self.comm.Bcast(self._theta, root=0)
+
+        def split(ids, stratify_all):
+            return train_test_split(
+                ids,
+                random_state=self._random_state,
+                test_size=self.validation_fraction,
+                stratify=stratify_all,
+            )
+
+        train, val, train_pos, val_pos, n_val = _distributed.split(
+            self.comm, X.shape[0], stratify, split
+        )
+        return (X[train], X[val], Y[train], Y[val], sw[train], sw[val],
+                train_pos, val_pos, n_val)
+
+    def _validation_score_ranks(self, X_val, y_val, sw_val, val_pos):
+        """Early stopping's validation score with ``comm``: a callable
+        scoring the current weights on the held-out rows of all ranks
+        (``val_pos``: their places in the global validation set), as
+        :meth:`_score` scores them in one process."""
+        score_function = accuracy_score if is_classifier(self) else r2_score
+
+        def score_all(y, y_pred, sample_weight):
+            if np.issubdtype(y_pred.dtype, np.floating) and not np.isfinite(
+                y_pred
+            ).all():
+                return np.nan
+            return score_function(y, y_pred, sample_weight=sample_weight)
+
+        score = _distributed.ValidationScore(
+            self.comm, y_val, sw_val, val_pos, score_all
+        )
+
+        def validation_score():
+            held_out = X_val.shape[0] > 0
+            return score(self._predict(X_val, check_input=False) if held_out else None)
+
+        return validation_score
+
+    def _data_parallel(self, X, Y, sw, theta, units, positions=None):
         """Shards and buffers of data-parallel epochs over ``self.comm``.
 
         ``batch_size`` is per rank ('auto': 200); the global batch is the
         number of ranks times it (see :mod:`cbp._distributed`).
+        ``positions``: the place of each row in the global training set
+        (None: the shards concatenated in rank order).
         """
-        n_threads = (
-            _distributed.threads_per_rank(self.comm)
-            if self.n_jobs is None
-            else _n_threads(self.n_jobs)
-        )
+        n_threads = self._rank_threads()
         local_batch = 200 if self.batch_size == "auto" else int(self.batch_size)
         data_parallel = _distributed.DataParallelEpochs(
-            self.comm, X, Y, sw, local_batch, theta, units, n_threads
+            self.comm, _core_input(X, theta.dtype, Y, sw), local_batch, theta,
+            units, n_threads, positions,
         )
         if self.batch_size != "auto" and data_parallel.batch_size < (
             data_parallel.n_ranks * local_batch
@@ -980,10 +1049,14 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
         return data_parallel
 
     def _update_no_improvement_count(
-        self, early_stopping, X, y, sample_weight, validation_loss=None
+        self, early_stopping, X, y, sample_weight, validation_loss=None,
+        validation_score=None,
     ):
         if early_stopping:
-            val_score = self._score(X, y, sample_weight=sample_weight)
+            if validation_score is None:
+                val_score = self._score(X, y, sample_weight=sample_weight)
+            else:
+                val_score = validation_score()
             self.validation_scores_.append(val_score)
             if getattr(self, "validation_loss_curve_", None) is None:
                 # a warm start from an estimator unpickled from a cbp without it
@@ -1181,9 +1254,12 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
         return tags
 
 
-def _reject_sparse(X, what):
-    if sp.issparse(X):
-        raise ValueError(f"{what} does not support sparse X yet; pass a dense array.")
+def _check_nonnegative_targets(y, loss):
+    if np.any(y < 0):
+        raise ValueError(
+            f"loss={loss!r} needs non-negative targets (counts or rates); "
+            f"y has negative values, the smallest is {np.min(y)}."
+        )
 
 
 def _core_input(X, dtype, Y=None, sw=None):
@@ -1220,20 +1296,32 @@ class _HeldOutLoss:
         theta = est._theta
         self.est = est
         self.data = _core_input(X, theta.dtype, Y, sw)
-        self.weightless = not self.data.sample_weight.any()
-        self.network = est._network(theta.dtype)
+        n_threads = None if est.comm is None else est._rank_threads()
+        self.network = est._network(theta.dtype, n_threads)
         self.rows = _loss_grad_rows(self.network, self.data)
         # loss_grad also returns the gradient: a buffer it writes, unused
         self.grad = np.empty_like(theta)
         # the alpha of the fit's objective, scaled with its sample weights
         self.alpha = est._l2_alpha
+        self.full_batch = None
+        if est.comm is None:
+            self.weightless = not self.data.sample_weight.any()
+        else:
+            # the held-out rows of all ranks
+            self.full_batch = _distributed.FullBatch(
+                est.comm, self.network, self.data, self.alpha, self.rows
+            )
+            self.weightless = not self.full_batch.sw_sum > 0
 
     def __call__(self):
         if self.weightless:
             return np.nan  # rows that all weigh 0 have no mean loss
-        data, penalty = self.network.loss_grad(
-            self.est._theta, self.grad, self.data, self.alpha, self.rows
-        )
+        if self.full_batch is not None:
+            data, penalty = self.full_batch(self.est._theta)
+        else:
+            data, penalty = self.network.loss_grad(
+                self.est._theta, self.grad, self.data, self.alpha, self.rows
+            )
         return self.est._reported_loss(data, penalty)
 
 
@@ -1440,7 +1528,19 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
             )
         idx = y[:, 0].astype(np.intp) if y.shape[1] == 1 else np.argmax(y, axis=1)
         if self.class_weight == "balanced":
-            return compute_sample_weight("balanced", idx)
+            if self.comm is None:
+                return compute_sample_weight("balanced", idx)
+            # the class counts of all ranks; then scikit-learn's formula,
+            # n_samples / (n_classes_present * count), in its order of
+            # operations (the same bits as one process)
+            counts = np.bincount(idx, minlength=max(2, len(self.classes_)))
+            counts = self.comm.allreduce(counts.astype(np.int64))
+            present = counts > 0
+            weights = np.zeros(counts.shape[0], dtype=np.float64)
+            weights[present] = int(counts.sum()) / (
+                int(present.sum()) * counts[present].astype(np.float64)
+            )
+            return weights[idx]
         classes = self.classes_.tolist()
         unknown = set(self.class_weight) - set(classes)
         if unknown:
@@ -1732,11 +1832,8 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         loss = self._output_for_fit()
-        if loss.nonnegative_targets and np.any(y < 0):
-            raise ValueError(
-                f"loss={self.loss!r} needs non-negative targets (counts or rates); "
-                f"y has negative values, the smallest is {np.min(y)}."
-            )
+        if loss.nonnegative_targets:
+            self._collective(_check_nonnegative_targets, y, self.loss)
         if not reset and hasattr(self, "out_activation_") and (
             loss.out_activation != self.out_activation_
         ):

@@ -135,9 +135,6 @@ class Solver:
     schedules : bool
         Whether the ``learning_rate`` schedules ('invscaling', 'adaptive')
         apply to it.
-    data_parallel : bool
-        Whether the core's per-batch step of data-parallel training
-        (``comm``) has it.
     """
 
     name: str
@@ -146,7 +143,6 @@ class Solver:
     sklearn_since: Optional[str] = None
     n_moments: int = 0
     schedules: bool = False
-    data_parallel: bool = False
 
     @property
     def in_sklearn(self):
@@ -223,11 +219,11 @@ SOLVERS = _table(
     Solver("lbfgs", None, stochastic=False, sklearn_since="0.18"),
     Solver(
         "sgd", _core.SOLVERS["sgd"], stochastic=True, sklearn_since="0.18",
-        n_moments=1, schedules=True, data_parallel=True,
+        n_moments=1, schedules=True,
     ),
     Solver(
         "adam", _core.SOLVERS["adam"], stochastic=True, sklearn_since="0.18",
-        n_moments=2, data_parallel=True,
+        n_moments=2,
     ),
     Solver("rmsprop", _core.SOLVERS["rmsprop"], stochastic=True, n_moments=1),
 )

@@ -843,12 +843,18 @@ cdef class Network:
 
     def loss_grad(self, floating[::1] theta, floating[::1] grad, Input data,
                   double alpha, Py_ssize_t block_rows,
-                  uint64_t dropout_row0=0):
+                  uint64_t dropout_row0=0, sw_sum=None):
         """Full-batch loss and gradient: the objective lbfgs minimises.
 
         The rows are processed in blocks of ``block_rows``, the gradient
         accumulated over blocks. With dropout on, the loss and gradient of
         the network thinned by the masks of rows ``dropout_row0``...
+
+        ``sw_sum`` (default: the sum of the rows' weights) is the weight
+        sum that the loss and gradient are divided by: in data-parallel
+        training each rank passes the sum over all ranks' rows, and
+        ``alpha`` only on one rank, so that the ranks' results add up to
+        the objective of the whole data.
 
         Returns
         -------
@@ -875,7 +881,7 @@ cdef class Network:
         cdef Py_ssize_t start, nb, i, xs, k
         cdef int tid
         cdef int nt = self.net.n_threads
-        cdef double sw_sum = 0
+        cdef double total = 0
         cdef floating scale
         self._check(theta.shape[0], sizeof(floating) == 8, data, True)
         if n < 1:
@@ -885,11 +891,14 @@ cdef class Network:
             raise ValueError("grad and theta differ in size")
         Y = data.Y
         sw = data.sample_weight
-        for i in range(n):
-            sw_sum += sw[i]
-        if sw_sum <= 0:
+        if sw_sum is None:
+            for i in range(n):
+                total += sw[i]
+        else:
+            total = sw_sum
+        if not total > 0:
             raise ValueError("the sample weights sum to zero")
-        scale = <floating>(1.0 / sw_sum)
+        scale = <floating>(1.0 / total)
         X_values = data.values
         X_p = &X_values[0] if X_values.shape[0] > 0 else NULL
         xs = 0 if data.sparse else data.n_features
@@ -919,10 +928,10 @@ cdef class Network:
                     cbp_barrier()
                     start = start + nb
                 params_l2(&self.net, &theta[0], &grad[0],
-                          <floating>(alpha / sw_sum), &sq[0], tid, nt)
+                          <floating>(alpha / total), &sq[0], tid, nt)
         _team_end(&team, nt)
-        return (parts[0] / sw_sum,
-                0.5 * alpha * _sum_blocks(&sq[0], _n_row_blocks(&self.net)) / sw_sum)
+        return (parts[0] / total,
+                0.5 * alpha * _sum_blocks(&sq[0], _n_row_blocks(&self.net)) / total)
 
     def predict(self, const floating[::1] theta, Input data, out,
                 Py_ssize_t block_rows):

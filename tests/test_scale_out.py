@@ -100,17 +100,6 @@ def test_one_rank_partial_fit_and_regressor_match():
     np.testing.assert_array_equal(r1._theta, r2._theta)
 
 
-@pytest.mark.parametrize("params, match", [
-    (dict(solver="lbfgs"), "solver='sgd' or 'adam'"),
-    (dict(early_stopping=True), "early_stopping"),
-])
-def test_comm_rejects_what_is_not_distributed(params, match):
-    MPI = _mpi()
-    X, y, _ = _data(60)
-    with pytest.raises(ValueError, match=match):
-        MLPClassifier(comm=MPI.COMM_SELF, **params).fit(X, y)
-
-
 def test_comm_must_be_a_communicator():
     X, y, _ = _data(60)
     with pytest.raises(ValueError, match="comm"):
@@ -306,39 +295,3 @@ def test_shard_splits_rows_in_rank_order():
     assert cbp.mpi.shard(10, MPI.COMM_SELF) == slice(0, 10)
     with pytest.raises(ValueError, match="n_samples"):
         cbp.mpi.shard(-1, MPI.COMM_SELF)
-
-
-# ---------------------------------------------------------------------------
-# Data-parallel training (comm=) refuses what its per-batch core calls lack
-
-
-class _FakeComm:
-    """Passes the parameter check; never reached by the refusals below."""
-
-    def Allreduce(self, *args):  # noqa: N802
-        raise AssertionError("no MPI call expected")
-
-    def Get_rank(self):  # noqa: N802
-        raise AssertionError("no MPI call expected")
-
-    def Get_size(self):  # noqa: N802
-        raise AssertionError("no MPI call expected")
-
-
-@pytest.mark.parametrize("params, message", [
-    (dict(solver="rmsprop"), "solver='rmsprop'"),
-    (dict(weight_decay=0.1), "weight_decay=0.1"),
-    (dict(dropout=0.2), "dropout=0.2"),
-    (dict(activation="prelu"), "activation='prelu'"),
-    (dict(activation="leaky_relu"), "activation='leaky_relu'"),
-    (dict(class_weight="balanced"), "class_weight='balanced'"),
-])
-def test_comm_refuses_features_it_does_not_distribute(params, message):
-    X, y = np.ones((6, 2)), [0, 1] * 3
-    with pytest.raises(ValueError, match=f"comm= does not support .*{message}"):
-        MLPClassifier(comm=_FakeComm(), **params).fit(X, y)
-    if "class_weight" not in params:
-        with pytest.raises(ValueError, match="comm= does not support"):
-            MLPRegressor(comm=_FakeComm(), **params).fit(X, [0.0, 1.0] * 3)
-    with pytest.raises(ValueError, match="loss='huber'"):
-        MLPRegressor(comm=_FakeComm(), loss="huber").fit(X, [0.0, 1.0] * 3)
