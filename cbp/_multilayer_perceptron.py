@@ -678,8 +678,8 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
                 tasks.close_subtask()
             if stopped_at:
                 theta[:] = stopped_at[0]
-            data, penalty = evaluate()
-            if not np.isfinite(data + penalty):
+            data_loss, penalty = evaluate()
+            if not np.isfinite(data_loss + penalty):
                 theta[:] = best_theta
                 self._set_theta(theta, layout)
                 self.n_iter_ = min(n_iter[0], self.max_iter)
@@ -691,8 +691,8 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
                         "input data (or the regression targets) are too large: "
                         "scale them."
                     )
-                data, penalty = evaluate()
-                self.loss_ = self._reported_loss(data, penalty)
+                data_loss, penalty = evaluate()
+                self.loss_ = self._reported_loss(data_loss, penalty)
                 raise ValueError(
                     f"{_NONFINITE_WEIGHTS} lbfgs diverged after {self.n_iter_} "
                     "iterations: the loss became NaN or infinite. The weights with "
@@ -703,111 +703,148 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
             self.n_iter_ = min(n_iter[0], self.max_iter)
         else:
             self.n_iter_ = _check_optimize_result(opt_res, self.max_iter)
-        self.loss_ = self._reported_loss(data, penalty)
+        self.loss_ = self._reported_loss(data_loss, penalty)
         self._set_theta(theta, layout)
         if self.verbose:
             _print("L-BFGS-B: %d iterations, loss = %.8f" % (self.n_iter_, self.loss_))
 
     def _fit_stochastic(self, X, Y, sw, weighted, incremental, tasks):
         theta = self._theta
-        dtype = theta.dtype
-        n_params = theta.shape[0]
-        units = self._layout().units
-
         optimizer = getattr(self, "_optimizer", None)
         if (
             not incremental
             or optimizer is None
-            or not optimizer.matches(n_params, dtype, self.solver)
+            or not optimizer.matches(theta.shape[0], theta.dtype, self.solver)
         ):
-            optimizer = self._optimizer = _StochasticOptimizer(self, n_params, dtype)
-
+            optimizer = self._optimizer = _StochasticOptimizer(
+                self, theta.shape[0], theta.dtype
+            )
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
-        early_stopping = self.early_stopping
-        # with comm: the places of this rank's training rows in the global
-        # training set, and the validation score of all ranks
-        train_pos = validation_score = None
-        if early_stopping:
-            # don't stratify in multilabel classification
-            should_stratify = is_classifier(self) and self.n_outputs_ == 1
-            # the binarized labels as scikit-learn stratifies them (bool, not
-            # the float copy the core trains on): the same split, and its
-            # error names a class with too few members as scikit-learn does
-            stratify = Y.astype(bool) if should_stratify else None
-            if self.comm is None:
-                X_train, X_val, Y_train, Y_val, sw_train, sw_val = train_test_split(
-                    X,
-                    Y,
-                    sw,
-                    random_state=self._random_state,
-                    test_size=self.validation_fraction,
-                    stratify=stratify,
-                )
-                n_val = X_val.shape[0]
-            else:
-                (X_train, X_val, Y_train, Y_val, sw_train, sw_val, train_pos,
-                 val_pos, n_val) = self._split_ranks(X, Y, sw, stratify)
-            if n_val < 2:
-                raise ValueError(
-                    "The validation set is too small. Increase 'validation_fraction' "
-                    "or the size of your dataset."
-                )
-            if not sp.issparse(X_train):
-                X_train = np.ascontiguousarray(X_train)
-            Y_train = np.ascontiguousarray(Y_train)
-            sw_train = np.ascontiguousarray(sw_train)
-            if is_classifier(self):
-                y_val = self._label_binarizer.inverse_transform(Y_val)
-            else:
-                y_val = Y_val if Y_val.shape[1] > 1 else Y_val.ravel()
-            validation_loss = _HeldOutLoss(self, X_val, Y_val, sw_val)
-            train_weighted = bool(sw_train.any())
-            if self.comm is not None:
-                train_weighted = self.comm.allreduce(int(train_weighted)) > 0
-            if not weighted:
-                sw_val = None
-            elif not train_weighted:
-                raise ValueError(
-                    "Sample weights must contain at least one non-zero number: "
-                    "the samples left for training after holding out the "
-                    "validation set (validation_fraction="
-                    f"{self.validation_fraction}) all have weight 0."
-                )
-            # what is restored when no epoch has a finite validation score
-            self._best_theta = theta.copy()
-            if self.comm is not None:
-                validation_score = self._validation_score_ranks(
-                    X_val, y_val, sw_val, val_pos
-                )
+        if self.early_stopping:
+            split = self._validation_split(X, Y, sw, weighted)
         else:
-            X_train, Y_train, sw_train = X, Y, sw
-            X_val = y_val = sw_val = validation_loss = None
+            split = _ValidationSplit(X, Y, sw)
+        epochs = self._epochs(split, optimizer)
+        feedback = _EpochFeedback(self, incremental)
+        try:
+            self.n_iter_ = 0
+            for _ in range(self.max_iter):
+                if not self._train_one_epoch(epochs, tasks):
+                    break
+                if self._stop_after_epoch(split, optimizer, feedback, tasks):
+                    break
+                if incremental:
+                    break
+                if self.n_iter_ == self.max_iter:
+                    warnings.warn(
+                        "Stochastic Optimizer: Maximum iterations (%d) "
+                        "reached and the optimization hasn't converged yet."
+                        % self.max_iter,
+                        ConvergenceWarning,
+                    )
+        except KeyboardInterrupt:
+            warnings.warn("Training interrupted by user.")
+        finally:
+            feedback.newline()
+            tasks.close_subtask()
 
-        n_samples = X_train.shape[0]
-        data_parallel = None
-        if self.comm is not None:
-            data_parallel = self._data_parallel(
-                X_train, Y_train, sw_train, theta, units, train_pos
+        if self.early_stopping:
+            # the best weights (the starting ones when no epoch had a
+            # finite validation score), as scikit-learn restores them
+            theta[:] = self._best_theta
+        self._best_theta = None
+
+    def _validation_split(self, X, Y, sw, weighted):
+        """Hold out ``validation_fraction`` of the rows for early stopping,
+        as scikit-learn draws them (with ``comm``, the single-process split
+        of all ranks' rows)."""
+        # don't stratify in multilabel classification
+        should_stratify = is_classifier(self) and self.n_outputs_ == 1
+        # the binarized labels as scikit-learn stratifies them (bool, not
+        # the float copy the core trains on): the same split, and its
+        # error names a class with too few members as scikit-learn does
+        stratify = Y.astype(bool) if should_stratify else None
+        train_pos = val_pos = None
+        if self.comm is None:
+            X_train, X_val, Y_train, Y_val, sw_train, sw_val = train_test_split(
+                X,
+                Y,
+                sw,
+                random_state=self._random_state,
+                test_size=self.validation_fraction,
+                stratify=stratify,
             )
-            n_samples = data_parallel.n_samples
-        elif self.batch_size == "auto":
-            batch_size = min(200, n_samples)
+            n_val = X_val.shape[0]
         else:
-            if self.batch_size > n_samples:
-                warnings.warn(
-                    "Got `batch_size` less than 1 or larger than "
-                    "sample size. It is going to be clipped"
-                )
-            batch_size = int(np.clip(self.batch_size, 1, n_samples))
-        sample_idx = np.arange(n_samples, dtype=np.intp)
+            (X_train, X_val, Y_train, Y_val, sw_train, sw_val, train_pos,
+             val_pos, n_val) = self._split_ranks(X, Y, sw, stratify)
+        if n_val < 2:
+            raise ValueError(
+                "The validation set is too small. Increase 'validation_fraction' "
+                "or the size of your dataset."
+            )
+        if not sp.issparse(X_train):
+            X_train = np.ascontiguousarray(X_train)
+        split = _ValidationSplit(
+            X_train, np.ascontiguousarray(Y_train), np.ascontiguousarray(sw_train),
+            train_pos,
+        )
+        if is_classifier(self):
+            split.y_val = self._label_binarizer.inverse_transform(Y_val)
+        else:
+            split.y_val = Y_val if Y_val.shape[1] > 1 else Y_val.ravel()
+        split.X_val = X_val
+        split.loss = _HeldOutLoss(self, X_val, Y_val, sw_val)
+        train_weighted = bool(split.sw.any())
+        if self.comm is not None:
+            train_weighted = self.comm.allreduce(int(train_weighted)) > 0
+        if not weighted:
+            sw_val = None
+        elif not train_weighted:
+            raise ValueError(
+                "Sample weights must contain at least one non-zero number: "
+                "the samples left for training after holding out the "
+                "validation set (validation_fraction="
+                f"{self.validation_fraction}) all have weight 0."
+            )
+        split.sw_val = sw_val
+        # what is restored when no epoch has a finite validation score
+        self._best_theta = self._theta.copy()
+        if self.comm is not None:
+            split.score = self._validation_score_ranks(
+                X_val, split.y_val, sw_val, val_pos
+            )
+        return split
 
-        if data_parallel is None:
-            network = self._network(dtype)
-            train_data = _core_input(X_train, dtype, Y_train, sw_train)
+    def _epochs(self, split, optimizer):
+        """The network, data and buffers that every epoch of the fit uses."""
+        theta = self._theta
+        dtype = theta.dtype
+        epochs = _Epochs(optimizer, theta)
+        n_samples = split.X.shape[0]
+        if self.comm is not None:
+            epochs.data_parallel = self._data_parallel(
+                split.X, split.Y, split.sw, theta, self._layout().units,
+                split.train_pos,
+            )
+            n_samples = epochs.data_parallel.n_samples
+            epochs.network = self._network(dtype, epochs.data_parallel.n_threads)
         else:
-            network = self._network(dtype, data_parallel.n_threads)
-        network.set_optimizer(
+            if self.batch_size == "auto":
+                epochs.batch_size = min(200, n_samples)
+            else:
+                if self.batch_size > n_samples:
+                    warnings.warn(
+                        "Got `batch_size` less than 1 or larger than "
+                        "sample size. It is going to be clipped"
+                    )
+                epochs.batch_size = int(np.clip(self.batch_size, 1, n_samples))
+            epochs.network = self._network(dtype)
+            epochs.data = _core_input(split.X, dtype, split.Y, split.sw)
+        epochs.n_samples = n_samples
+        epochs.sample_idx = np.arange(n_samples, dtype=np.intp)
+        epochs.network.set_optimizer(
             _registry.SOLVERS[self.solver].code,
             optimizer.state_1,
             optimizer.state_2,
@@ -827,118 +864,97 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
             self._dropout_seed = int(
                 self._random_state.randint(np.iinfo(np.int64).max, dtype=np.int64)
             )
-            if data_parallel is not None:
+            if self.comm is not None:
                 # rank 0's, as its weights and orders (random_state=None
                 # draws differently on each rank)
                 self._dropout_seed = self.comm.bcast(self._dropout_seed, root=0)
-            network.set_dropout(self._dropout_rates, self._dropout_seed)
+            epochs.network.set_dropout(self._dropout_rates, self._dropout_seed)
+        return epochs
 
-        # theta before each epoch, to go back to if the epoch diverges
-        epoch_start = np.empty_like(theta)
-        feedback = _EpochFeedback(self, incremental)
-        try:
-            self.n_iter_ = 0
-            for _ in range(self.max_iter):
-                if self.shuffle:
-                    # sklearn.utils.shuffle(sample_idx) shuffles an arange
-                    # and indexes with it; the same swaps applied in place
-                    # give the same order: same seed, same batch order
-                    self._random_state.shuffle(sample_idx)
-                    order = sample_idx
-                else:
-                    order = None
-                tasks.epoch_begin()
-                network.learning_rate = optimizer.learning_rate
-                if data_parallel is not None:
-                    epoch_start[:] = theta
-                    sum_data, sum_penalty, status = data_parallel.epoch(
-                        network, theta, order, self._l2_alpha, int(self.t_)
-                    )
-                    if not np.isfinite(theta).all():
-                        status |= _core.STATUS_NONFINITE_PARAMS
-                else:
-                    # the core copies theta into epoch_start before the first
-                    # step and flags non-finite weights at the end
-                    sum_data, sum_penalty, _, status = network.epoch(
-                        theta, train_data, order, batch_size, self._l2_alpha,
-                        dropout_row0=int(self.t_), theta_start=epoch_start,
-                    )
-                if status != _core.STATUS_OK:
-                    if status & _core.STATUS_NONFINITE_PARAMS:
-                        theta[:] = epoch_start
-                    # the velocity or Adam's moments may have overflowed: a
-                    # later partial_fit starts them afresh from these weights
-                    self._optimizer = None
-                    if early_stopping:
-                        self._early_stopping_diverged(n_samples)
-                        break
-                    raise ValueError(
-                        f"{_NONFINITE_WEIGHTS} Training diverged in epoch "
-                        f"{self.n_iter_ + 1}: the loss became NaN or infinite. "
-                        "The weights of the last finite state were kept. Lower "
-                        "learning_rate_init or scale the input data."
-                    )
+    def _train_one_epoch(self, epochs, tasks):
+        """Train one epoch; False when it diverged under early stopping
+        (the fit then stops), ValueError when it diverged otherwise."""
+        theta, network = self._theta, epochs.network
+        if self.shuffle:
+            # sklearn.utils.shuffle(sample_idx) shuffles an arange and
+            # indexes with it; the same swaps applied in place give the
+            # same order: same seed, same batch order
+            self._random_state.shuffle(epochs.sample_idx)
+            order = epochs.sample_idx
+        else:
+            order = None
+        tasks.epoch_begin()
+        network.learning_rate = epochs.optimizer.learning_rate
+        if epochs.data_parallel is not None:
+            epochs.start[:] = theta
+            sum_data, sum_penalty, status = epochs.data_parallel.epoch(
+                network, theta, order, self._l2_alpha, int(self.t_)
+            )
+            if not np.isfinite(theta).all():
+                status |= _core.STATUS_NONFINITE_PARAMS
+        else:
+            # the core copies theta into epochs.start before the first
+            # step and flags non-finite weights at the end
+            sum_data, sum_penalty, _, status = network.epoch(
+                theta, epochs.data, order, epochs.batch_size, self._l2_alpha,
+                dropout_row0=int(self.t_), theta_start=epochs.start,
+            )
+        if status != _core.STATUS_OK:
+            if status & _core.STATUS_NONFINITE_PARAMS:
+                theta[:] = epochs.start
+            # the velocity or Adam's moments may have overflowed: a later
+            # partial_fit starts them afresh from these weights
+            self._optimizer = None
+            if self.early_stopping:
+                self._early_stopping_diverged(epochs.n_samples)
+                return False
+            raise ValueError(
+                f"{_NONFINITE_WEIGHTS} Training diverged in epoch "
+                f"{self.n_iter_ + 1}: the loss became NaN or infinite. "
+                "The weights of the last finite state were kept. Lower "
+                "learning_rate_init or scale the input data."
+            )
+        self.n_iter_ += 1
+        self.loss_ = self._reported_loss(sum_data, sum_penalty) / epochs.n_samples
+        self.t_ += epochs.n_samples
+        self.loss_curve_.append(self.loss_)
+        return True
 
-                self.n_iter_ += 1
-                self.loss_ = self._reported_loss(sum_data, sum_penalty) / n_samples
-                self.t_ += n_samples
-                self.loss_curve_.append(self.loss_)
-
-                self._update_no_improvement_count(
-                    early_stopping, X_val, y_val, sw_val, validation_loss,
-                    validation_score,
-                )
-                optimizer.iteration_ends(self.t_)
-                # progress line and callbacks (a callback returning True
-                # stops), then scikit-learn's callbacks (the same)
-                stop = feedback.active and feedback.epoch_end(optimizer.learning_rate)
-                stop = tasks.epoch_end() or stop
-                if data_parallel is not None:
-                    # the callbacks run on every rank; a stop asked on any
-                    # rank stops all after this epoch (none is left waiting)
-                    stop = self.comm.allreduce(int(bool(stop))) > 0
-                if stop:
-                    break
-
-                if self._no_improvement_count > self.n_iter_no_change:
-                    feedback.newline()
-                    if early_stopping:
-                        msg = (
-                            "Validation score did not improve more than "
-                            "tol=%f for %d consecutive epochs."
-                            % (self.tol, self.n_iter_no_change)
-                        )
-                    else:
-                        msg = (
-                            "Training loss did not improve more than tol=%f"
-                            " for %d consecutive epochs."
-                            % (self.tol, self.n_iter_no_change)
-                        )
-                    if optimizer.trigger_stopping(msg, self.verbose):
-                        break
-                    self._no_improvement_count = 0
-
-                if incremental:
-                    break
-
-                if self.n_iter_ == self.max_iter:
-                    warnings.warn(
-                        "Stochastic Optimizer: Maximum iterations (%d) "
-                        "reached and the optimization hasn't converged yet."
-                        % self.max_iter,
-                        ConvergenceWarning,
-                    )
-        except KeyboardInterrupt:
-            warnings.warn("Training interrupted by user.")
-        finally:
+    def _stop_after_epoch(self, split, optimizer, feedback, tasks):
+        """The epoch's bookkeeping (validation, schedule, progress and
+        callbacks); True when training stops here."""
+        self._update_no_improvement_count(
+            self.early_stopping, split.X_val, split.y_val, split.sw_val,
+            split.loss, split.score,
+        )
+        optimizer.iteration_ends(self.t_)
+        # progress line and callbacks (a callback returning True stops),
+        # then scikit-learn's callbacks (the same)
+        stop = feedback.active and feedback.epoch_end(optimizer.learning_rate)
+        stop = tasks.epoch_end() or stop
+        if self.comm is not None:
+            # the callbacks run on every rank; a stop asked on any rank
+            # stops all after this epoch (none is left waiting)
+            stop = self.comm.allreduce(int(bool(stop))) > 0
+        if stop:
+            return True
+        if self._no_improvement_count > self.n_iter_no_change:
             feedback.newline()
-            tasks.close_subtask()
-
-        if early_stopping:
-            # the best weights (the starting ones when no epoch had a
-            # finite validation score), as scikit-learn restores them
-            theta[:] = self._best_theta
-        self._best_theta = None
+            if self.early_stopping:
+                msg = (
+                    "Validation score did not improve more than "
+                    "tol=%f for %d consecutive epochs."
+                    % (self.tol, self.n_iter_no_change)
+                )
+            else:
+                msg = (
+                    "Training loss did not improve more than tol=%f"
+                    " for %d consecutive epochs." % (self.tol, self.n_iter_no_change)
+                )
+            if optimizer.trigger_stopping(msg, self.verbose):
+                return True
+            self._no_improvement_count = 0
+        return False
 
     def _early_stopping_diverged(self, n_samples):
         """Record an epoch that diverged under early stopping, and warn.
@@ -1280,6 +1296,30 @@ def _core_input(X, dtype, Y=None, sw=None):
         Y = np.ascontiguousarray(Y, dtype=dtype)
         sw = np.ascontiguousarray(sw, dtype=dtype)
     return _core.Input(X, Y, sw)
+
+
+class _ValidationSplit:
+    """The training rows of a stochastic fit and, under early stopping,
+    the held-out rows: their targets, weights, loss and (with ``comm``)
+    the score of all ranks' held-out rows."""
+
+    def __init__(self, X, Y, sw, train_pos=None):
+        self.X, self.Y, self.sw = X, Y, sw
+        # with comm: the places of this rank's rows in the global training set
+        self.train_pos = train_pos
+        self.X_val = self.y_val = self.sw_val = self.loss = self.score = None
+
+
+class _Epochs:
+    """What every epoch of a stochastic fit uses: the core's network, the
+    rows (or the data-parallel shards), the batch size and buffers."""
+
+    def __init__(self, optimizer, theta):
+        self.optimizer = optimizer
+        self.network = self.data = self.data_parallel = None
+        self.batch_size = self.n_samples = self.sample_idx = None
+        # theta before each epoch, to go back to if the epoch diverges
+        self.start = np.empty_like(theta)
 
 
 class _HeldOutLoss:
