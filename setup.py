@@ -103,13 +103,15 @@ directives = {
 }
 
 # The core is one extension: _core.pyx cimports the .pxd files of src/
-# (cdef inline functions, structs, enums) and they include the headers, so
-# all of it compiles into one C file. Editing any of them rebuilds it.
+# (cdef inline functions, structs, enums), includes _network.pxi (its
+# classes) and they include the headers, so all of it compiles into one C
+# file. Editing any of them rebuilds it.
 extensions = [
     Extension(
         "cbp._core",
         ["src/_core.pyx"],
-        depends=sorted(glob.glob("src/*.pxd") + glob.glob("src/*.h")),
+        depends=sorted(glob.glob("src/*.pxd") + glob.glob("src/*.pxi")
+                       + glob.glob("src/*.h")),
         include_dirs=[np.get_include(), "src"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=compile_args,

@@ -5,7 +5,8 @@ Every line of a ``cdef ... nogil`` function and of a ``with nogil:``
 block must score 0, except the signal check, which takes the GIL once
 per batch on purpose. The kernels are ``cdef inline`` functions in the
 ``.pxd`` files that ``_core.pyx`` cimports; ``cython -a`` writes a page
-for the ``.pyx`` only, so the test has it write one for each ``.pxd`` too,
+for the ``.pyx`` only, so the test has it write one for each ``.pxd`` (and
+the included ``_network.pxi``) too,
 from the same compilation.
 """
 
@@ -59,9 +60,9 @@ def save_all(self, source_filename, target_filename, coverage_xml=None):
     save(self, source_filename, target_filename, coverage_xml)
     folder = os.path.dirname(os.path.abspath(target_filename))
     for name in list(self.code):
-        if (name or "").endswith(".pxd") and os.path.dirname(os.path.abspath(name)) == folder:
-            stem = os.path.basename(name)[:-len(".pxd")]
-            save(self, name, os.path.join(folder, stem + "_pxd.c"))
+        if (name or "").endswith((".pxd", ".pxi")) and os.path.dirname(os.path.abspath(name)) == folder:
+            stem, ext = os.path.splitext(os.path.basename(name))
+            save(self, name, os.path.join(folder, stem + "_" + ext[1:] + ".c"))
 
 Annotate.AnnotationCCodeWriter.save_annotation = save_all
 sys.argv[0] = "cython"
@@ -84,7 +85,7 @@ def test_nogil_code_has_no_python_interaction(tmp_path):
     if not (SRC / "_core.pyx").exists():
         pytest.skip(f"the Cython sources are not at {SRC}")
     for f in SRC.iterdir():
-        if f.suffix in (".pyx", ".pxd", ".h"):
+        if f.suffix in (".pyx", ".pxd", ".pxi", ".h"):
             shutil.copy(f, tmp_path)
     directives = ["-X", "boundscheck=False", "-X", "wraparound=False",
                   "-X", "initializedcheck=False", "-X", "cdivision=True"]
@@ -94,8 +95,8 @@ def test_nogil_code_has_no_python_interaction(tmp_path):
         check=True, capture_output=True,
     )
     pages = {"_core.pyx": tmp_path / "_core.html"}
-    for f in sorted(tmp_path.glob("*.pxd")):
-        pages[f.name] = tmp_path / f"{f.stem}_pxd.html"
+    for f in sorted([*tmp_path.glob("*.pxd"), *tmp_path.glob("*.pxi")]):
+        pages[f.name] = tmp_path / f"{f.stem}_{f.suffix[1:]}.html"
     n_checked = 0
     offending = []
     for source, page in pages.items():
