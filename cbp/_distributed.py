@@ -222,8 +222,6 @@ class DataParallelEpochs:
         rows (at most the global number of rows).
     theta : ndarray
         The flat parameters; rank 0's are broadcast to all ranks.
-    units : ndarray of intc
-        Layer widths.
     n_threads : int
         OpenMP threads of this rank.
     positions : ndarray of intp of shape (n_local,), default=None
@@ -232,8 +230,7 @@ class DataParallelEpochs:
         Every rank passes None, or every rank its positions.
     """
 
-    def __init__(self, comm, data, local_batch, theta, units, n_threads,
-                 positions=None):
+    def __init__(self, comm, data, local_batch, theta, n_threads, positions=None):
         MPI = mpi()
         self.comm = comm
         self.n_ranks = comm.Get_size()

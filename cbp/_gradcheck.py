@@ -5,7 +5,6 @@ from sklearn.base import clone
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
-from . import _core
 from ._layout import _loss_grad_rows
 from ._multilayer_perceptron import BaseMultilayerPerceptron, _core_input
 from ._threads import _SingleThreadedBLAS

@@ -825,8 +825,7 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
         n_samples = split.X.shape[0]
         if self.comm is not None:
             epochs.data_parallel = self._data_parallel(
-                split.X, split.Y, split.sw, theta, self._layout().units,
-                split.train_pos,
+                split.X, split.Y, split.sw, theta, split.train_pos
             )
             n_samples = epochs.data_parallel.n_samples
             epochs.network = self._network(dtype, epochs.data_parallel.n_threads)
@@ -1041,7 +1040,7 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
 
         return validation_score
 
-    def _data_parallel(self, X, Y, sw, theta, units, positions=None):
+    def _data_parallel(self, X, Y, sw, theta, positions=None):
         """Shards and buffers of data-parallel epochs over ``self.comm``.
 
         ``batch_size`` is per rank ('auto': 200); the global batch is the
@@ -1053,7 +1052,7 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
         local_batch = 200 if self.batch_size == "auto" else int(self.batch_size)
         data_parallel = _distributed.DataParallelEpochs(
             self.comm, _core_input(X, theta.dtype, Y, sw), local_batch, theta,
-            units, n_threads, positions,
+            n_threads, positions,
         )
         if self.batch_size != "auto" and data_parallel.batch_size < (
             data_parallel.n_ranks * local_batch

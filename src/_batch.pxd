@@ -15,7 +15,7 @@ from libc.math cimport isfinite
 
 from _types cimport Net, CSR, Optim, SOLVER_ADAM, _STATUS_NONFINITE_LOSS
 from _threads cimport (cbp_barrier, cbp_fetch_add, _part, _part_q,
-                       _n_row_blocks, _sum_blocks, _pending_signal)
+                       _sum_blocks, _pending_signal)
 from _optimizers cimport _adam_lr_t
 from _layout cimport Areas, _gather_rows, _gather_pool
 from _passes cimport rows_forward_backward, params_grad, params_step
@@ -34,6 +34,7 @@ cdef struct EpochArgs:
     const CSR* csr        # a sparse X, or NULL
     double alpha
     double* sq            # sum(W**2) per weight-row block (see params_step)
+    Py_ssize_t n_blocks   # their number
     Py_ssize_t* step      # Adam's update counter
     double* shared        # [0] sum_data, [1] sum_penalty, [2] rows done,
                           # [3] status, [4] stop flag
@@ -180,7 +181,7 @@ cdef inline void _epoch_thread(const Net* net, const Optim* opt, const EpochArgs
         if tid == 0:
             if sw_sum > 0:
                 shared[0] += batch_data / sw_sum * nb
-                shared[1] += 0.5 * a.alpha * _sum_blocks(a.sq, _n_row_blocks(net)) / sw_sum * nb
+                shared[1] += 0.5 * a.alpha * _sum_blocks(a.sq, a.n_blocks) / sw_sum * nb
             shared[2] += nb
             a.step[0] = t
             # the counters used in this batch, used again two batches on

@@ -25,6 +25,7 @@ cdef class Input:
     cdef readonly bint sparse
     cdef readonly Py_ssize_t n_samples
     cdef readonly Py_ssize_t n_features
+    cdef readonly Py_ssize_t row_stride   # values between rows; 0: sparse
     cdef readonly object values
     cdef readonly object Y
     cdef readonly object sample_weight
@@ -38,6 +39,7 @@ cdef class Input:
             self.values = X[0]
             self.n_samples = self.csr.n_rows
             self.n_features = self.csr.n_cols
+            self.row_stride = 0
         else:
             if not isinstance(X, np.ndarray) or X.ndim != 2 \
                     or not X.flags.c_contiguous:
@@ -48,6 +50,7 @@ cdef class Input:
             self.values = X.reshape(-1)
             self.n_samples = X.shape[0]
             self.n_features = X.shape[1]
+            self.row_stride = X.shape[1]
         if (Y is None) != (sample_weight is None):
             raise ValueError("Y and sample_weight go together")
         if Y is not None and (Y.ndim != 2 or Y.shape[0] != self.n_samples
@@ -97,13 +100,13 @@ cdef class Network:
     cdef readonly object dtype
     cdef readonly bint has_optimizer
     cdef object _dropout
-    cdef object _drop_pos
     cdef object _state_1
     cdef object _state_2
     cdef object _step
     cdef object _work
     cdef object _grad
     cdef object _sq
+    cdef Py_ssize_t _n_blocks   # weight-row blocks (see params_step)
 
     def __init__(self, units, int activation, int output, dtype, *,
                  double activation_param=0.0, double loss_param=1.0,
@@ -120,7 +123,8 @@ cdef class Network:
                              activation, output, n_threads, activation_param,
                              loss_param)
         self.net.drop_pos = NULL
-        self._sq = np.zeros(max(1, _n_row_blocks(&self.net)), dtype=np.float64)
+        self._n_blocks = _n_row_blocks(&self.net)
+        self._sq = np.zeros(max(1, self._n_blocks), dtype=np.float64)
         self._work = np.empty(0, dtype=self.dtype)
         self._grad = None
         self.has_optimizer = False
@@ -312,7 +316,7 @@ cdef class Network:
         work = self._workspace(rows, data.sparse)
         X_values = data.values
         a.X = &X_values[0] if X_values.shape[0] > 0 else NULL
-        a.xs = 0 if data.sparse else data.n_features
+        a.xs = data.row_stride
         a.Y = &Y[0, 0]
         a.k = Y.shape[1]
         a.sw = &sw[0]
@@ -322,6 +326,7 @@ cdef class Network:
         a.csr = &csr if data.sparse else NULL
         a.alpha = alpha
         a.sq = &sq[0]
+        a.n_blocks = self._n_blocks
         a.step = &step[0]
         a.shared = &shared[0]
         a.pool = &pool[0]
@@ -371,6 +376,7 @@ cdef class Network:
         cdef CSR csr = data.csr
         cdef const CSR* csr_p
         cdef const floating* X_p
+        cdef const floating* X_rows
         cdef Areas w
         cdef Team team
         cdef Py_ssize_t i, xs, k, r0, r1
@@ -395,15 +401,17 @@ cdef class Network:
         sw = data.sample_weight
         X_values = data.values
         X_p = &X_values[0] if X_values.shape[0] > 0 else NULL
-        xs = 0 if data.sparse else data.n_features
+        xs = data.row_stride
         k = Y.shape[1]
         csr.rowmap = &index[0]
         csr_p = &csr if data.sparse else NULL
         work = self._workspace(nb, data.sparse)
         w = _areas(&self.net, &work[0], nb, xs, k)
+        # the gathered rows; a sparse X is read in place through the index
+        X_rows = X_p if data.sparse else <const floating*>w.Xb
+        # pos_mv keeps positions alive while the core reads drop_pos
         self.net.drop_row0 = dropout_row0
         self.net.drop_pos = &pos_mv[0] if positions is not None else NULL
-        self._drop_pos = positions   # alive while the core reads it
         _team_begin(&team)
         with nogil, parallel(num_threads=nt):
             tid = threadid()
@@ -413,16 +421,12 @@ cdef class Network:
                 _gather_rows(&index[0], r0, r1, X_p, &Y[0, 0], &sw[0], xs, k,
                              <floating*>w.Xb, <floating*>w.Yb,
                              <floating*>w.swb)
-                _batch_rows(&self.net, &theta[0],
-                            X_p if data.sparse else <floating*>w.Xb,
-                            <floating*>w.Yb, <floating*>w.swb, nb, 0, csr_p,
-                            &w, tid, nt)
+                _batch_rows(&self.net, &theta[0], X_rows, <floating*>w.Yb,
+                            <floating*>w.swb, nb, 0, csr_p, &w, tid, nt)
                 cbp_barrier()
-                _batch_grad(&self.net, &grad[0],
-                            X_p if data.sparse else <floating*>w.Xb, nb, 0,
-                            csr_p, &w, <floating>scale, False, tid, nt)
+                _batch_grad(&self.net, &grad[0], X_rows, nb, 0, csr_p, &w,
+                            <floating>scale, False, tid, nt)
         self.net.drop_pos = NULL
-        self._drop_pos = None
         _team_end(&team, nt)
         for i in range(nb):
             data_sum += w.rowloss[i]
@@ -468,7 +472,7 @@ cdef class Network:
                 _batch_update(&self.net, &self.opt, &theta[0], &grad[0],
                               &s1[0], &s2[0], t, l2, &sq[0], tid, nt)
         _team_end(&team, nt)
-        return _sum_blocks(&sq[0], _n_row_blocks(&self.net))
+        return _sum_blocks(&sq[0], self._n_blocks)
 
     def loss_grad(self, floating[::1] theta, floating[::1] grad, Input data,
                   double alpha, Py_ssize_t block_rows,
@@ -530,7 +534,7 @@ cdef class Network:
         scale = <floating>(1.0 / total)
         X_values = data.values
         X_p = &X_values[0] if X_values.shape[0] > 0 else NULL
-        xs = 0 if data.sparse else data.n_features
+        xs = data.row_stride
         k = Y.shape[1]
         work = self._workspace(rows, data.sparse)
         w = _areas(&self.net, &work[0], rows, xs, k)
@@ -560,7 +564,7 @@ cdef class Network:
                           <floating>(alpha / total), &sq[0], tid, nt)
         _team_end(&team, nt)
         return (parts[0] / total,
-                0.5 * alpha * _sum_blocks(&sq[0], _n_row_blocks(&self.net)) / total)
+                0.5 * alpha * _sum_blocks(&sq[0], self._n_blocks) / total)
 
     def predict(self, const floating[::1] theta, Input data, out,
                 Py_ssize_t block_rows):
@@ -572,7 +576,7 @@ cdef class Network:
         cdef Py_ssize_t n = data.n_samples
         cdef Py_ssize_t k = out.shape[1]
         cdef Py_ssize_t rows = min(block_rows, n)
-        cdef Py_ssize_t xs = 0 if data.sparse else data.n_features
+        cdef Py_ssize_t xs = data.row_stride
         cdef Py_ssize_t start, nb, r0, r1, chunk
         cdef const floating[::1] X_values
         cdef floating[::1] work
