@@ -14,8 +14,8 @@ from cython cimport floating
 from libc.math cimport isfinite
 
 from _types cimport Net, CSR, Optim, SOLVER_ADAM, _STATUS_NONFINITE_LOSS
-from _threads cimport (cbp_barrier, cbp_fetch_add, _part, _part_q,
-                       _sum_blocks, _pending_signal)
+from _threads cimport (cbp_bar, cbp_bar_wait, cbp_claim, cbp_fetch_add,
+                       _part, _part_q, _sum_blocks, _pending_signal)
 from _optimizers cimport _adam_lr_t
 from _layout cimport Areas, _gather_rows, _gather_pool
 from _passes cimport rows_forward_backward, params_grad, params_step
@@ -39,6 +39,8 @@ cdef struct EpochArgs:
     double* shared        # [0] sum_data, [1] sum_penalty, [2] rows done,
                           # [3] status, [4] stop flag
     Py_ssize_t* pool      # gather counters by batch parity (_gather_pool)
+    Py_ssize_t* claims    # shares taken so far: [0] phase 1, [1] phase 2
+    cbp_bar* bar          # the team's barrier
 
 
 # The batch step: phase 1 (_batch_rows), a barrier, phase 2 (_batch_grad),
@@ -95,9 +97,13 @@ cdef inline void _epoch_thread(const Net* net, const Optim* opt, const EpochArgs
 
     With an order, each batch's rows are gathered into one of two slots
     (dense X; a sparse X is read in place through ``csr.rowmap``): the
-    next batch's in the waits of the one before (_gather_pool). Every
-    thread sums the same numbers in the same order, so all take the same
-    decisions.
+    next batch's in the waits of the one before (_gather_pool). The
+    ``nt`` shares of each phase are fixed (as in :func:`_part_q` and
+    :func:`_block_share`), but taken first come, first served
+    (``cbp_claim``): a thread the OS runs late leaves its share to one
+    that is free, and no result depends on which thread computes a
+    share. Every thread sums the same numbers in the same order, so all
+    take the same decisions.
     """
     cdef const floating* X = <const floating*>a.X
     cdef const floating* Y = <const floating*>a.Y
@@ -114,7 +120,8 @@ cdef inline void _epoch_thread(const Net* net, const Optim* opt, const EpochArgs
     cdef Py_ssize_t* pool = a.pool
     cdef Py_ssize_t t = a.step[0]
     cdef Py_ssize_t start = 0
-    cdef Py_ssize_t nb, nb_next, i
+    cdef Py_ssize_t nb, nb_next, i, s
+    cdef Py_ssize_t base = 0      # shares of the batches before this one
     cdef int par = 0
     cdef double sw_sum, batch_data
     cdef const floating* Xc
@@ -128,7 +135,7 @@ cdef inline void _epoch_thread(const Net* net, const Optim* opt, const EpochArgs
         nb = min(rows, n_total)
         _gather_rows(a.order, _part(nb, tid, nt), _part(nb, tid + 1, nt),
                      X, Y, sw, xs, k, Xb, Yb, swb)
-        cbp_barrier()
+        cbp_bar_wait(a.bar)
     while start < n_total:
         nb = min(rows, n_total - start)
         nb_next = min(rows, n_total - start - nb)
@@ -144,7 +151,11 @@ cdef inline void _epoch_thread(const Net* net, const Optim* opt, const EpochArgs
             Xc = X + start * xs
             Yc = Y + start * k
             swc = sw + start
-        _batch_rows(net, theta, Xc, Yc, swc, nb, start, a.csr, w, tid, nt)
+        s = cbp_claim(&a.claims[0], base + nt)
+        while s >= 0:
+            _batch_rows(net, theta, Xc, Yc, swc, nb, start, a.csr, w,
+                        <int>(s - base), nt)
+            s = cbp_claim(&a.claims[0], base + nt)
         if shuffled:
             # until the last thread is done with its rows, gather the next
             # batch's into the other slot
@@ -153,7 +164,7 @@ cdef inline void _epoch_thread(const Net* net, const Optim* opt, const EpochArgs
                 _gather_pool(&pool[1 - par], &pool[2 + par], nt,
                              a.order + start + nb, nb_next, X, Y, sw, xs, k,
                              Xn, Yn, swn)
-        cbp_barrier()
+        cbp_bar_wait(a.bar)
         sw_sum = 0
         batch_data = 0
         for i in range(nb):
@@ -165,19 +176,24 @@ cdef inline void _epoch_thread(const Net* net, const Optim* opt, const EpochArgs
                 if tid == 0:
                     shared[3] = _STATUS_NONFINITE_LOSS
                 break
-            _batch_grad(net, grad, Xc, nb, start, a.csr, w,
-                        <floating>(1.0 / sw_sum), False, tid, nt)
             if opt.solver == SOLVER_ADAM:
                 t = t + 1
-            _batch_update(net, opt, theta, grad, s1, s2, t, a.alpha / sw_sum,
-                          a.sq, tid, nt)
+            # a share's gradient, then its update: the same parameters
+            s = cbp_claim(&a.claims[1], base + nt)
+            while s >= 0:
+                _batch_grad(net, grad, Xc, nb, start, a.csr, w,
+                            <floating>(1.0 / sw_sum), False, <int>(s - base),
+                            nt)
+                _batch_update(net, opt, theta, grad, s1, s2, t,
+                              a.alpha / sw_sum, a.sq, <int>(s - base), nt)
+                s = cbp_claim(&a.claims[1], base + nt)
         if shuffled and nb_next > 0:
             # what is left of the next batch's rows
             _gather_pool(&pool[1 - par], NULL, nt, a.order + start + nb,
                          nb_next, X, Y, sw, xs, k, Xn, Yn, swn)
         if tid == 0 and start + nb < n_total and _pending_signal():
             shared[4] = 1
-        cbp_barrier()
+        cbp_bar_wait(a.bar)
         if tid == 0:
             if sw_sum > 0:
                 shared[0] += batch_data / sw_sum * nb
@@ -189,6 +205,7 @@ cdef inline void _epoch_thread(const Net* net, const Optim* opt, const EpochArgs
             pool[1 - par] = 0
             pool[2 + par] = 0
         start = start + nb
+        base = base + nt
         par = 1 - par
         if shared[4] != 0:
             break

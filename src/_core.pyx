@@ -55,9 +55,11 @@ from _types cimport (Net, CSR, Optim, Team, ACT_IDENTITY, ACT_LOGISTIC,
 from _threads cimport (cbp_max_threads, cbp_has_openmp, cbp_full_team,
                        cbp_thread_cap, cbp_watch_fork, cbp_in_forked_child,
                        cbp_set_cpu_override, cbp_cpu_count, cbp_barrier,
+                       cbp_bar, cbp_bar_init, cbp_bar_wait, cbp_set_spin_ns,
                        cbp_fetch_add, _team_begin, _team_end, _part, _part_q,
                        _n_quanta, _share_capacity, _n_row_blocks, _sum_blocks,
                        _pending_signal, _raise_pending)
+from _blas cimport warm_gemm
 from _activations cimport (bias_act_i, act_backward_i, prelu_forward_i,
                            prelu_backward_i)
 from _losses cimport _output_pair, output_forward_i
@@ -129,6 +131,19 @@ def set_cpu_count(int n):
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     return cbp_set_cpu_override(n)
+
+
+def set_barrier_spin(long ns):
+    """Make the core's barriers spin for at most ``ns`` nanoseconds before
+    they sleep (see ``cbp_bar_wait`` in _omp.h). Returns the previous
+    setting.
+
+    A benchmark and test hook: 0 sleeps at once, a large value spins as
+    OpenMP's own barrier does. Not thread-safe.
+    """
+    if ns < 0:
+        raise ValueError(f"ns must be >= 0, got {ns}")
+    return cbp_set_spin_ns(ns)
 
 
 def in_forked_child():

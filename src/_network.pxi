@@ -282,6 +282,8 @@ cdef class Network:
         cdef double[::1] sq = self._sq
         cdef double[::1] shared = np.zeros(5, dtype=np.float64)
         cdef Py_ssize_t[::1] pool = np.zeros(4, dtype=np.intp)
+        cdef Py_ssize_t[::1] claims = np.zeros(2, dtype=np.intp)
+        cdef cbp_bar bar
         cdef CSR csr = data.csr
         cdef EpochArgs a
         cdef Areas w
@@ -330,6 +332,9 @@ cdef class Network:
         a.step = &step[0]
         a.shared = &shared[0]
         a.pool = &pool[0]
+        a.claims = &claims[0]
+        cbp_bar_init(&bar, nt)
+        a.bar = &bar
         self.net.drop_row0 = dropout_row0
         self.net.drop_pos = NULL
         w = _areas(&self.net, &work[0], rows, a.xs, a.k)
@@ -338,6 +343,7 @@ cdef class Network:
             tid = threadid()
             # a short team (OMP_DYNAMIC, a limit) computes nothing: raised
             if cbp_full_team(nt, &team.short_team):
+                warm_gemm(&theta[0])
                 _epoch_thread(&self.net, &self.opt, &a, &w, &theta[0],
                               &grad[0], &s1[0], &s2[0], tid, nt)
         _team_end(&team, nt)
@@ -416,6 +422,7 @@ cdef class Network:
         with nogil, parallel(num_threads=nt):
             tid = threadid()
             if cbp_full_team(nt, &team.short_team):
+                warm_gemm(&theta[0])
                 r0 = _part_q(nb, tid, nt)
                 r1 = _part_q(nb, tid + 1, nt)
                 _gather_rows(&index[0], r0, r1, X_p, &Y[0, 0], &sw[0], xs, k,
@@ -511,6 +518,7 @@ cdef class Network:
         cdef const floating* X_p
         cdef Areas w
         cdef Team team
+        cdef cbp_bar bar
         cdef Py_ssize_t start, nb, i, xs, k
         cdef int tid
         cdef int nt = self.net.n_threads
@@ -542,23 +550,25 @@ cdef class Network:
         parts = np.zeros(1, dtype=np.float64)
         self.net.drop_row0 = dropout_row0
         self.net.drop_pos = NULL
+        cbp_bar_init(&bar, nt)
         _team_begin(&team)
         with nogil, parallel(num_threads=nt):
             tid = threadid()
             if cbp_full_team(nt, &team.short_team):
+                warm_gemm(&theta[0])
                 start = 0
                 while start < n:
                     nb = min(rows, n - start)
                     _batch_rows(&self.net, &theta[0], X_p + start * xs,
                                 &Y[0, 0] + start * k, &sw[0] + start, nb,
                                 start, csr_p, &w, tid, nt)
-                    cbp_barrier()
+                    cbp_bar_wait(&bar)
                     _batch_grad(&self.net, &grad[0], X_p + start * xs, nb,
                                 start, csr_p, &w, scale, start > 0, tid, nt)
                     if tid == 0:
                         for i in range(nb):
                             parts[0] += w.rowloss[i]
-                    cbp_barrier()
+                    cbp_bar_wait(&bar)
                     start = start + nb
                 params_l2(&self.net, &theta[0], &grad[0],
                           <floating>(alpha / total), &sq[0], tid, nt)
@@ -608,6 +618,7 @@ cdef class Network:
         with nogil, parallel(num_threads=nt):
             tid = threadid()
             if cbp_full_team(nt, &team.short_team):
+                warm_gemm(&theta[0])
                 buf0 = NULL
                 buf1 = NULL
                 if work_p != NULL:

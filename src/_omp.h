@@ -86,7 +86,144 @@ static Py_ssize_t cbp_atomic_read(const Py_ssize_t *p) {
     v = *p;
     return v;
 }
+#endif
+
+/* 1 the first time the calling thread asks for ``which`` (0 or 1), then 0:
+ * a per-thread flag (per process where the compiler has no thread-local
+ * storage). */
+#if defined(__GNUC__) || defined(__clang__)
+static __thread int cbp_used[2];
+#elif defined(_MSC_VER)
+static __declspec(thread) int cbp_used[2];
 #else
+static int cbp_used[2];
+#endif
+static int cbp_first_use(int which) {
+    if (cbp_used[which]) return 0;
+    cbp_used[which] = 1;
+    return 1;
+}
+
+/* The next share of a phase: *p counts the shares claimed since the
+ * region began; returns the claimed count, or -1 once it reached limit.
+ * Threads take the phase's shares first come, first served, so a thread
+ * that starts late (descheduled by the OS) does not hold the others. A
+ * share's work and where it writes do not depend on who takes it. */
+static Py_ssize_t cbp_claim(Py_ssize_t *p, Py_ssize_t limit) {
+#if defined(_OPENMP) && (defined(__GNUC__) || defined(__clang__))
+    Py_ssize_t v = __atomic_load_n(p, __ATOMIC_ACQUIRE);
+    while (v < limit) {
+        if (__atomic_compare_exchange_n(p, &v, v + 1, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE))
+            return v;
+    }
+    return -1;
+#elif defined(_OPENMP)
+    Py_ssize_t v = -1;
+    #pragma omp critical (cbp_claim)
+    {
+        if (*p < limit) { v = *p; *p += 1; }
+    }
+    return v;
+#else
+    if (*p >= limit) return -1;
+    return (*p)++;
+#endif
+}
+
+/* A barrier for the team of the enclosing region that waits by spinning
+ * for at most cbp_spin_ns, then by sleeping (Linux futex).
+ *
+ * OpenMP's own barrier spins for long (libgomp: 300000 rounds, about a
+ * millisecond) before it sleeps. On a machine where another process
+ * takes a core, one of the team's threads shares that core and arrives
+ * late; the threads spinning for it keep their own cores busy, so the
+ * OS cannot move the late thread there. Sleeping soon frees the core:
+ * Linux then runs the late thread (or the other process) on it. The
+ * short spin keeps the quiet machine's waits, which are microseconds,
+ * free of the sleep's wake-up cost. Elsewhere it is OpenMP's barrier. */
+typedef struct {
+    int n;             /* threads of the team */
+    int arrived;       /* threads at the current barrier */
+    int generation;    /* barriers passed; the futex word */
+    int sleepers;      /* threads asleep on generation */
+} cbp_bar;
+
+static long cbp_spin_ns = 50000;
+
+static long cbp_set_spin_ns(long ns) {
+    long old = cbp_spin_ns;
+    cbp_spin_ns = ns;
+    return old;
+}
+
+static void cbp_bar_init(cbp_bar *b, int n) {
+    b->n = n;
+    b->arrived = 0;
+    b->generation = 0;
+    b->sleepers = 0;
+}
+
+#if defined(_OPENMP) && defined(__linux__) && defined(__GNUC__)
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+#include <limits.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define CBP_PAUSE() _mm_pause()
+#elif defined(__aarch64__)
+#define CBP_PAUSE() __asm__ __volatile__("yield")
+#else
+#define CBP_PAUSE() ((void)0)
+#endif
+static long cbp_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long)ts.tv_sec * 1000000000L + ts.tv_nsec;
+}
+static void cbp_bar_wait(cbp_bar *b) {
+    int gen = __atomic_load_n(&b->generation, __ATOMIC_ACQUIRE);
+    int i;
+    long until;
+    if (__atomic_add_fetch(&b->arrived, 1, __ATOMIC_ACQ_REL) == b->n) {
+        /* the last one in: open the barrier, wake the sleepers */
+        __atomic_store_n(&b->arrived, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&b->generation, gen + 1, __ATOMIC_SEQ_CST);
+        if (__atomic_load_n(&b->sleepers, __ATOMIC_SEQ_CST) > 0)
+            syscall(SYS_futex, &b->generation, FUTEX_WAKE_PRIVATE, INT_MAX,
+                    NULL, NULL, 0);
+        return;
+    }
+    until = cbp_now_ns() + cbp_spin_ns;
+    for (;;) {
+        for (i = 0; i < 64; i++) {
+            if (__atomic_load_n(&b->generation, __ATOMIC_ACQUIRE) != gen)
+                return;
+            CBP_PAUSE();
+        }
+        if (cbp_now_ns() >= until) break;
+    }
+    /* sleepers is counted before generation is read again (both seq_cst),
+     * so the last thread in either sees the count or the wait sees the
+     * new generation and returns at once */
+    __atomic_add_fetch(&b->sleepers, 1, __ATOMIC_SEQ_CST);
+    while (__atomic_load_n(&b->generation, __ATOMIC_SEQ_CST) == gen)
+        syscall(SYS_futex, &b->generation, FUTEX_WAIT_PRIVATE, gen, NULL,
+                NULL, 0);
+    __atomic_sub_fetch(&b->sleepers, 1, __ATOMIC_SEQ_CST);
+}
+#elif defined(_OPENMP)
+static void cbp_bar_wait(cbp_bar *b) {
+    (void)b;
+    #pragma omp barrier
+}
+#else
+static void cbp_bar_wait(cbp_bar *b) { (void)b; }
+#endif
+
+#ifndef _OPENMP
 static int cbp_max_threads(void) { return 1; }
 static int cbp_has_openmp(void) { return 0; }
 static int cbp_full_team(int nt, int *short_team) {

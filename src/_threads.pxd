@@ -26,6 +26,12 @@ cdef extern from "_omp.h" nogil:
     void cbp_barrier()
     Py_ssize_t cbp_fetch_add(Py_ssize_t* p, Py_ssize_t v)
     Py_ssize_t cbp_atomic_read(const Py_ssize_t* p)
+    Py_ssize_t cbp_claim(Py_ssize_t* p, Py_ssize_t limit)
+    ctypedef struct cbp_bar:
+        int n
+    void cbp_bar_init(cbp_bar* b, int n)
+    void cbp_bar_wait(cbp_bar* b)
+    long cbp_set_spin_ns(long ns)
 
 cdef extern from "Python.h":
     # declared without an exception value: the caller decides what to do

@@ -175,6 +175,47 @@ def test_cpu_count_hook_lets_tests_run_more_threads_than_cpus(more_threads_than_
     assert _core.thread_cap(more_threads_than_cpus + 1) == more_threads_than_cpus
 
 
+@pytest.fixture
+def barrier_spin():
+    """Set the core's barrier spin (ns) for one test; restored after."""
+    previous = []
+
+    def set_spin(ns):
+        previous.append(_core.set_barrier_spin(ns))
+
+    yield set_spin
+    if previous:
+        _core.set_barrier_spin(previous[0])
+
+
+def test_barrier_spin_rejects_a_negative_time():
+    with pytest.raises(ValueError, match="ns must be >= 0"):
+        _core.set_barrier_spin(-1)
+
+
+@needs_openmp
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+def test_barriers_that_sleep_at_once_train_the_same_weights(
+        solver, barrier_spin, more_threads_than_cpus):
+    """The core's barrier sleeps after a short spin (``cbp_bar_wait``), and
+    each phase's shares go to whichever thread is free (``cbp_claim``).
+    With no spin and more threads than CPUs, threads sleep at almost every
+    barrier and take shares in another order each batch: the weights and
+    losses must be those of the default spin, bit for bit."""
+    X, y = _data(n=900, d=20)
+    kw = dict(hidden_layer_sizes=(100, 60), solver=solver, max_iter=4,
+              batch_size=150, random_state=0, n_jobs=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        spinning = MLPClassifier(**kw).fit(X, y)
+        barrier_spin(0)
+        sleeping = MLPClassifier(**kw).fit(X, y)
+    for a, b in zip(spinning.coefs_ + spinning.intercepts_,
+                    sleeping.coefs_ + sleeping.intercepts_):
+        np.testing.assert_array_equal(a, b)
+    assert spinning.loss_ == sleeping.loss_
+
+
 # ---------------------------------------------------------------------------
 # Processes: fork after a threaded fit, spawn, forkserver, executors.
 
