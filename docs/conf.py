@@ -96,8 +96,12 @@ def _copy_mathjax(app, exception):
 templates_path = []
 exclude_patterns = [
     "_build",
-    # written by benchmarks/run.py; pulled into performance.rst
+    # written by benchmarks/run.py and benchmarks/targets.py; results.rst
+    # and targets.rst are pulled into performance.rst, the consecutive
+    # runs' tables are kept beside their JSON (charted there)
     "benchmarks/results.rst",
+    "benchmarks/targets.rst",
+    "benchmarks/runs",
 ]
 
 # -- autodoc / numpydoc ----------------------------------------------------

@@ -120,7 +120,7 @@ if busy:
 
 # Figure 3: each target in every run, as a multiple of its limit
 if RUNS:
-    sys.path.insert(0, str(Path("..") / "benchmarks"))
+    sys.path.insert(0, str((Path("..") / "benchmarks").resolve()))
     import targets as target_table  # benchmarks/targets.py
 
     runs = [json.loads(p.read_text()) for p in RUNS]
