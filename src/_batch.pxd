@@ -121,7 +121,10 @@ cdef inline void _epoch_thread(const Net* net, const Optim* opt, const EpochArgs
     cdef Py_ssize_t t = a.step[0]
     cdef Py_ssize_t start = 0
     cdef Py_ssize_t nb, nb_next, i, s
-    cdef Py_ssize_t base = 0      # shares of the batches before this one
+    # shares of each phase that the batches before this one had: every
+    # batch has phase 1, only the batches not skipped have phase 2
+    cdef Py_ssize_t base = 0
+    cdef Py_ssize_t base2 = 0
     cdef int par = 0
     cdef double sw_sum, batch_data
     cdef const floating* Xc
@@ -179,14 +182,15 @@ cdef inline void _epoch_thread(const Net* net, const Optim* opt, const EpochArgs
             if opt.solver == SOLVER_ADAM:
                 t = t + 1
             # a share's gradient, then its update: the same parameters
-            s = cbp_claim(&a.claims[1], base + nt)
+            s = cbp_claim(&a.claims[1], base2 + nt)
             while s >= 0:
                 _batch_grad(net, grad, Xc, nb, start, a.csr, w,
-                            <floating>(1.0 / sw_sum), False, <int>(s - base),
+                            <floating>(1.0 / sw_sum), False, <int>(s - base2),
                             nt)
                 _batch_update(net, opt, theta, grad, s1, s2, t,
-                              a.alpha / sw_sum, a.sq, <int>(s - base), nt)
-                s = cbp_claim(&a.claims[1], base + nt)
+                              a.alpha / sw_sum, a.sq, <int>(s - base2), nt)
+                s = cbp_claim(&a.claims[1], base2 + nt)
+            base2 = base2 + nt
         if shuffled and nb_next > 0:
             # what is left of the next batch's rows
             _gather_pool(&pool[1 - par], NULL, nt, a.order + start + nb,

@@ -93,3 +93,28 @@ def test_class_weight_errors():
     clf = MLPClassifier(class_weight={0: 2.0}, random_state=0)
     clf.partial_fit(X, y, classes=[0, 1])
     assert clf.n_iter_ == 1
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2, 3])
+@pytest.mark.parametrize("solver", ["adam", "sgd"])
+def test_a_batch_of_zero_weights_is_skipped_as_if_it_were_absent(
+        solver, n_jobs, more_threads_than_cpus):
+    """A mini-batch whose weights are all zero carries no gradient and is
+    skipped (no step, no Adam count): the weights are those of the data
+    without it, bit for bit, for any thread count. The epoch's threads
+    take each phase's shares from counters that must stay in step with
+    the batches when one is skipped."""
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(500, 6))
+    y = X[:, 0] - 2 * X[:, 1]
+    w = np.ones(500)
+    w[100:200] = 0.0   # the second batch of 100
+    y_bad = y.copy()
+    y_bad[w == 0] = 1e3
+    kw = dict(hidden_layer_sizes=(50, 20), solver=solver, max_iter=3, shuffle=False,
+              batch_size=100, random_state=0, n_jobs=n_jobs, alpha=1e-3)
+    weighted = fit_quiet(MLPRegressor(**kw), X, y_bad, sample_weight=w)
+    kept = fit_quiet(MLPRegressor(**kw), X[w > 0], y[w > 0])
+    for a, b in zip(weighted.coefs_ + weighted.intercepts_,
+                    kept.coefs_ + kept.intercepts_):
+        np.testing.assert_array_equal(a, b)
