@@ -54,8 +54,9 @@ def assert_positive_figures(row):
         assert math.isfinite(row[key]) and row[key] > 0, (key, row)
 
 
-def load_run_module():
-    spec = importlib.util.spec_from_file_location("bench_run", RUN)
+def load_script(path, name):
+    """Import the script at ``path`` as a module named ``name``."""
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     # dataclasses look their module up in sys.modules while it executes
     sys.modules[spec.name] = module
@@ -110,24 +111,12 @@ def test_busy_scenario_reports_cbp_default_over_one_thread(tmp_path, mnist_path)
 
 
 def test_epoch_median_is_per_round_and_min_is_from_the_best_fits():
-    run = load_run_module()
+    run = load_script(RUN, "bench_run")
     # rounds of (1-epoch fit, 1+2-epoch fit): per-round epochs 1.0, 0.5, 2.0
     fits = [(1.0, 3.0), (2.0, 3.0), (1.5, 5.5)]
     median, lowest = run.epoch_median_and_min(fits, 2)
     assert median == pytest.approx(1.0)
     assert lowest == pytest.approx((3.0 - 1.0) / 2)
-
-
-def load_targets_module():
-    path = RUN.parent / "targets.py"
-    spec = importlib.util.spec_from_file_location("bench_targets", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        del sys.modules[spec.name]
-    return module
 
 
 def _synthetic_run(cbp_mnist, busy_default):
@@ -144,7 +133,7 @@ def _synthetic_run(cbp_mnist, busy_default):
 
 
 def test_targets_count_the_runs_that_meet_each_and_bound_by_the_peak():
-    targets = load_targets_module()
+    targets = load_script(RUN.parent / "targets.py", "bench_targets")
     # cbp/sklearn: 0.30, 0.33, 0.40 (limit 0.35): met in 2 of 3
     runs = [_synthetic_run(0.9, 1.0), _synthetic_run(1.0, 1.2), _synthetic_run(1.2, 1.05)]
     header, body = targets.table(runs, need=2)
