@@ -133,7 +133,7 @@ def set_cpu_count(int n):
     return cbp_set_cpu_override(n)
 
 
-def set_barrier_spin(long ns):
+def set_barrier_spin(long long ns):
     """Make the core's barriers spin for at most ``ns`` nanoseconds before
     they sleep (see ``cbp_bar_wait`` in _omp.h). Returns the previous
     setting.

@@ -149,10 +149,12 @@ typedef struct {
     int sleepers;      /* threads asleep on generation */
 } cbp_bar;
 
-static long cbp_spin_ns = 50000;
+/* long long: CLOCK_MONOTONIC in nanoseconds passes a 32-bit long's
+ * range 2.1 s after boot */
+static long long cbp_spin_ns = 50000;
 
-static long cbp_set_spin_ns(long ns) {
-    long old = cbp_spin_ns;
+static long long cbp_set_spin_ns(long long ns) {
+    long long old = cbp_spin_ns;
     cbp_spin_ns = ns;
     return old;
 }
@@ -178,15 +180,15 @@ static void cbp_bar_init(cbp_bar *b, int n) {
 #else
 #define CBP_PAUSE() ((void)0)
 #endif
-static long cbp_now_ns(void) {
+static long long cbp_now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long)ts.tv_sec * 1000000000L + ts.tv_nsec;
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 static void cbp_bar_wait(cbp_bar *b) {
     int gen = __atomic_load_n(&b->generation, __ATOMIC_ACQUIRE);
     int i;
-    long until;
+    long long until;
     if (__atomic_add_fetch(&b->arrived, 1, __ATOMIC_ACQ_REL) == b->n) {
         /* the last one in: open the barrier, wake the sleepers */
         __atomic_store_n(&b->arrived, 0, __ATOMIC_RELAXED);

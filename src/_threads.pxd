@@ -31,7 +31,7 @@ cdef extern from "_omp.h" nogil:
         int n
     void cbp_bar_init(cbp_bar* b, int n)
     void cbp_bar_wait(cbp_bar* b)
-    long cbp_set_spin_ns(long ns)
+    long long cbp_set_spin_ns(long long ns)
 
 cdef extern from "Python.h":
     # declared without an exception value: the caller decides what to do
