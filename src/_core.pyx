@@ -54,7 +54,7 @@ from _types cimport (Net, CSR, Optim, Team, ACT_IDENTITY, ACT_LOGISTIC,
                      _STATUS_NONFINITE_LOSS, _STATUS_NONFINITE_PARAMS)
 from _threads cimport (cbp_max_threads, cbp_has_openmp, cbp_full_team,
                        cbp_thread_cap, cbp_watch_fork, cbp_in_forked_child,
-                       cbp_set_cpu_override, cbp_cpu_count, cbp_barrier,
+                       cbp_set_cpu_override, cbp_cpu_count, cbp_claim,
                        cbp_bar, cbp_bar_init, cbp_bar_wait, cbp_set_spin_ns,
                        cbp_fetch_add, _team_begin, _team_end, _part, _part_q,
                        _n_quanta, _share_capacity, _n_row_blocks, _sum_blocks,

@@ -385,7 +385,10 @@ cdef class Network:
         cdef const floating* X_rows
         cdef Areas w
         cdef Team team
-        cdef Py_ssize_t i, xs, k, r0, r1
+        cdef cbp_bar bar
+        cdef Py_ssize_t claims[2]
+        cdef Py_ssize_t* cl = claims
+        cdef Py_ssize_t i, xs, k, r0, r1, s
         cdef int tid
         cdef int nt = self.net.n_threads
         cdef double data_sum = 0
@@ -418,21 +421,32 @@ cdef class Network:
         # pos_mv keeps positions alive while the core reads drop_pos
         self.net.drop_row0 = dropout_row0
         self.net.drop_pos = &pos_mv[0] if positions is not None else NULL
+        # each phase's nt shares taken first come, first served, with a
+        # barrier that sleeps after a short spin, as in epoch
+        cl[0] = 0
+        cl[1] = 0
+        cbp_bar_init(&bar, nt)
         _team_begin(&team)
         with nogil, parallel(num_threads=nt):
             tid = threadid()
             if cbp_full_team(nt, &team.short_team):
                 warm_gemm(&theta[0])
-                r0 = _part_q(nb, tid, nt)
-                r1 = _part_q(nb, tid + 1, nt)
-                _gather_rows(&index[0], r0, r1, X_p, &Y[0, 0], &sw[0], xs, k,
-                             <floating*>w.Xb, <floating*>w.Yb,
-                             <floating*>w.swb)
-                _batch_rows(&self.net, &theta[0], X_rows, <floating*>w.Yb,
-                            <floating*>w.swb, nb, 0, csr_p, &w, tid, nt)
-                cbp_barrier()
-                _batch_grad(&self.net, &grad[0], X_rows, nb, 0, csr_p, &w,
-                            <floating>scale, False, tid, nt)
+                s = cbp_claim(&cl[0], nt)
+                while s >= 0:
+                    r0 = _part_q(nb, <int>s, nt)
+                    r1 = _part_q(nb, <int>s + 1, nt)
+                    _gather_rows(&index[0], r0, r1, X_p, &Y[0, 0], &sw[0], xs,
+                                 k, <floating*>w.Xb, <floating*>w.Yb,
+                                 <floating*>w.swb)
+                    _batch_rows(&self.net, &theta[0], X_rows, <floating*>w.Yb,
+                                <floating*>w.swb, nb, 0, csr_p, &w, <int>s, nt)
+                    s = cbp_claim(&cl[0], nt)
+                cbp_bar_wait(&bar)
+                s = cbp_claim(&cl[1], nt)
+                while s >= 0:
+                    _batch_grad(&self.net, &grad[0], X_rows, nb, 0, csr_p, &w,
+                                <floating>scale, False, <int>s, nt)
+                    s = cbp_claim(&cl[1], nt)
         self.net.drop_pos = NULL
         _team_end(&team, nt)
         for i in range(nb):
@@ -519,7 +533,9 @@ cdef class Network:
         cdef Areas w
         cdef Team team
         cdef cbp_bar bar
-        cdef Py_ssize_t start, nb, i, xs, k
+        cdef Py_ssize_t claims[2]
+        cdef Py_ssize_t* cl = claims
+        cdef Py_ssize_t start, nb, i, xs, k, s, base
         cdef int tid
         cdef int nt = self.net.n_threads
         cdef double total = 0
@@ -550,6 +566,10 @@ cdef class Network:
         parts = np.zeros(1, dtype=np.float64)
         self.net.drop_row0 = dropout_row0
         self.net.drop_pos = NULL
+        # each block's shares of both phases taken first come, first
+        # served (as in epoch: block b's are claims base..base + nt - 1)
+        cl[0] = 0
+        cl[1] = 0
         cbp_bar_init(&bar, nt)
         _team_begin(&team)
         with nogil, parallel(num_threads=nt):
@@ -557,19 +577,28 @@ cdef class Network:
             if cbp_full_team(nt, &team.short_team):
                 warm_gemm(&theta[0])
                 start = 0
+                base = 0
                 while start < n:
                     nb = min(rows, n - start)
-                    _batch_rows(&self.net, &theta[0], X_p + start * xs,
-                                &Y[0, 0] + start * k, &sw[0] + start, nb,
-                                start, csr_p, &w, tid, nt)
+                    s = cbp_claim(&cl[0], base + nt)
+                    while s >= 0:
+                        _batch_rows(&self.net, &theta[0], X_p + start * xs,
+                                    &Y[0, 0] + start * k, &sw[0] + start, nb,
+                                    start, csr_p, &w, <int>(s - base), nt)
+                        s = cbp_claim(&cl[0], base + nt)
                     cbp_bar_wait(&bar)
-                    _batch_grad(&self.net, &grad[0], X_p + start * xs, nb,
-                                start, csr_p, &w, scale, start > 0, tid, nt)
+                    s = cbp_claim(&cl[1], base + nt)
+                    while s >= 0:
+                        _batch_grad(&self.net, &grad[0], X_p + start * xs, nb,
+                                    start, csr_p, &w, scale, start > 0,
+                                    <int>(s - base), nt)
+                        s = cbp_claim(&cl[1], base + nt)
                     if tid == 0:
                         for i in range(nb):
                             parts[0] += w.rowloss[i]
                     cbp_bar_wait(&bar)
                     start = start + nb
+                    base = base + nt
                 params_l2(&self.net, &theta[0], &grad[0],
                           <floating>(alpha / total), &sq[0], tid, nt)
         _team_end(&team, nt)

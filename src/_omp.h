@@ -69,10 +69,6 @@ static int cbp_dynamic_off(void) {
     return d;
 }
 static void cbp_dynamic_restore(int d) { omp_set_dynamic(d); }
-/* an orphaned barrier: binds to the enclosing parallel region */
-static void cbp_barrier(void) {
-    #pragma omp barrier
-}
 /* *p += v, returning the value before, as one atomic operation */
 static Py_ssize_t cbp_fetch_add(Py_ssize_t *p, Py_ssize_t v) {
     Py_ssize_t old;
@@ -240,7 +236,6 @@ static int cbp_set_cpu_override(int n) { (void)n; return 0; }
 static int cbp_cpu_count(void) { return 1; }
 static int cbp_dynamic_off(void) { return 0; }
 static void cbp_dynamic_restore(int d) { (void)d; }
-static void cbp_barrier(void) {}
 static Py_ssize_t cbp_fetch_add(Py_ssize_t *p, Py_ssize_t v) {
     Py_ssize_t old = *p;
     *p += v;

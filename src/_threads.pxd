@@ -23,7 +23,6 @@ cdef extern from "_omp.h" nogil:
     int cbp_cpu_count()
     int cbp_dynamic_off()
     void cbp_dynamic_restore(int d)
-    void cbp_barrier()
     Py_ssize_t cbp_fetch_add(Py_ssize_t* p, Py_ssize_t v)
     Py_ssize_t cbp_atomic_read(const Py_ssize_t* p)
     Py_ssize_t cbp_claim(Py_ssize_t* p, Py_ssize_t limit)
