@@ -8,6 +8,9 @@ OUT), ``features`` (the same for each configuration of
 gets Ctrl-C during its third loss evaluation: every rank must stop at the
 same point and finish), ``diverge`` (lbfgs; rank 1's loss is NaN from its
 third evaluation on: every rank must keep the best point and raise),
+``diverge_first`` (lbfgs; rank 1's loss is NaN from its first evaluation:
+no rank has a finite point, every rank must keep the initial weights and
+raise that lbfgs cannot start),
 ``raise`` (rank 1 raises before the first collective step, the other
 ranks wait in fit) or ``badrank`` (rank 1 passes data with a wrong number
 of features: every rank must raise ValueError, none hang).
@@ -117,7 +120,7 @@ def main(mode, out, dtype="float64"):
     rank, K = comm.Get_rank(), comm.Get_size()
     if mode == "features":
         return fit_features(comm, out, dtype)
-    if mode in ("interrupt", "diverge"):
+    if mode in FAULTS:
         return fit_faulty(comm, out, mode)
     X, y, sw = make_data()
     X = X.astype(dtype)
@@ -162,10 +165,15 @@ def fit_features(comm, out, dtype):
             np.savez(f"{out}.{name}.npz", spread=spread, **fit_record(est))
 
 
+# the faults of fit_faulty: the full-batch evaluation of rank 1 from which
+# each fails
+FAULTS = {"interrupt": 3, "diverge": 3, "diverge_first": 1}
+
+
 class _FaultyNetwork:
-    """A network whose full-batch evaluations on rank 1 fail from the third
-    on: Ctrl-C during the third (``interrupt``), or a NaN loss
-    (``diverge``)."""
+    """A network whose full-batch evaluations on rank 1 fail from the
+    ``FAULTS[fault]``-th on: Ctrl-C during that one (``interrupt``), or a
+    NaN loss (``diverge``, ``diverge_first``)."""
 
     def __init__(self, network, rank, fault):
         self.network, self.rank, self.fault, self.calls = network, rank, fault, 0
@@ -175,11 +183,12 @@ class _FaultyNetwork:
 
     def loss_grad(self, *args, **kwargs):
         self.calls += 1
-        faulty = self.rank == 1 and self.calls >= 3
-        if faulty and self.fault == "interrupt" and self.calls == 3:
+        first = FAULTS[self.fault]
+        faulty = self.rank == 1 and self.calls >= first
+        if faulty and self.fault == "interrupt" and self.calls == first:
             os.kill(os.getpid(), signal.SIGINT)
         data, penalty = self.network.loss_grad(*args, **kwargs)
-        if faulty and self.fault == "diverge":
+        if faulty and self.fault != "interrupt":
             data = np.nan
         return data, penalty
 

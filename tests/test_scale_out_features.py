@@ -131,3 +131,34 @@ def test_a_fault_on_one_rank_stops_lbfgs_on_all_at_the_best_point(
         # L-BFGS-B goes on with the NaN losses; the loss of the kept point
         # is evaluated on the faulty rank 1 too
         assert np.isnan(res["loss"])
+
+
+class _NaNFromTheStart(mpi_worker.MLPClassifier):
+    """One process whose loss is NaN from the first evaluation (the network
+    of rank 1 of ``diverge_first``)."""
+
+    def _network(self, dtype, n_threads=None):
+        network = super()._network(dtype, n_threads)
+        return mpi_worker._FaultyNetwork(network, 1, "diverge_first")
+
+
+@pytest.mark.parametrize("n_ranks", [2, 3])
+def test_lbfgs_nan_from_the_first_evaluation_on_one_rank_keeps_the_start_on_all(
+    tmp_path, n_ranks
+):
+    # no rank has a finite point to keep: every rank raises that lbfgs
+    # cannot start and holds the initial weights, those of one process
+    # whose loss is NaN from the start
+    out = tmp_path / "diverge_first"
+    proc = _run_ranks(n_ranks, "diverge_first", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    res = np.load(f"{out}.npz")
+    assert float(res["spread"]) == 0.0
+    assert res["interrupted"].tolist() == [False] * n_ranks
+    assert all("lbfgs cannot start" in error for error in res["errors"])
+    assert np.isinf(res["loss"])
+    X, y, sw = mpi_worker.make_data()
+    one = _NaNFromTheStart(**dict(mpi_worker._SMALL, solver="lbfgs", max_iter=50))
+    with pytest.raises(ValueError, match="lbfgs cannot start"):
+        one.fit(X, y, sample_weight=sw)
+    np.testing.assert_array_equal(res["theta"], one._theta)
