@@ -17,19 +17,24 @@ See :mod:`cbp._distributed` for the global batch order.
 """
 
 import sys
+import time
 
 from ._distributed import mpi
 
 __all__ = ["abort_on_exception", "shard"]
+
+# seconds between printing a rank's traceback and aborting the job
+_ABORT_PAUSE = 0.5
 
 
 def abort_on_exception(comm=None):
     """Make an uncaught exception on any rank abort the whole MPI job.
 
     Without it, a rank that raises exits while the others wait forever in
-    the next collective call. The hook prints the traceback as usual, then
-    calls ``comm.Abort(1)``, which makes ``mpiexec`` end every rank and
-    return a non-zero status. (``mpiexec -n K python -m mpi4py script.py``
+    the next collective call. The hook prints the traceback as usual, waits
+    half a second (so that ``mpiexec`` passes it on before it ends the
+    ranks), then calls ``comm.Abort(1)``, which makes ``mpiexec`` end every
+    rank and return a non-zero status. (``mpiexec -n K python -m mpi4py script.py``
     does the same without this call.)
 
     Parameters
@@ -50,6 +55,11 @@ def abort_on_exception(comm=None):
         try:
             previous(exc_type, exc, tb)
             sys.stderr.flush()
+            # mpiexec forwards each rank's output through a pipe and kills
+            # every rank on Abort; once, on a loaded machine, MPICH's
+            # mpiexec ended the job without printing any of the traceback:
+            # the pause gives it time to pass the traceback on
+            time.sleep(_ABORT_PAUSE)
         finally:
             comm.Abort(1)
 

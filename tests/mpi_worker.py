@@ -10,7 +10,9 @@ same point and finish), ``diverge`` (lbfgs; rank 1's loss is NaN from its
 third evaluation on: every rank must keep the best point and raise),
 ``diverge_first`` (lbfgs; rank 1's loss is NaN from its first evaluation:
 no rank has a finite point, every rank must keep the initial weights and
-raise that lbfgs cannot start),
+raise that lbfgs cannot start), ``interrupt_adam`` (adam; rank 1 gets
+Ctrl-C during the second batch of the second epoch: every rank must finish
+that batch, stop with the same weights and finish),
 ``raise`` (rank 1 raises before the first collective step, the other
 ranks wait in fit) or ``badrank`` (rank 1 passes data with a wrong number
 of features: every rank must raise ValueError, none hang).
@@ -165,25 +167,28 @@ def fit_features(comm, out, dtype):
             np.savez(f"{out}.{name}.npz", spread=spread, **fit_record(est))
 
 
-# the faults of fit_faulty: the full-batch evaluation of rank 1 from which
-# each fails
-FAULTS = {"interrupt": 3, "diverge": 3, "diverge_first": 1}
+# the faults of fit_faulty: the solver, and the full-batch evaluation of
+# rank 1 from which each fails (interrupt_adam: see _FaultyNetwork)
+FAULTS = {"interrupt": ("lbfgs", 3), "diverge": ("lbfgs", 3),
+          "diverge_first": ("lbfgs", 1), "interrupt_adam": ("adam", None)}
 
 
 class _FaultyNetwork:
     """A network whose full-batch evaluations on rank 1 fail from the
     ``FAULTS[fault]``-th on: Ctrl-C during that one (``interrupt``), or a
-    NaN loss (``diverge``, ``diverge_first``)."""
+    NaN loss (``diverge``, ``diverge_first``); or whose batch step on rank
+    1 gets Ctrl-C during its ``batch``-th call (``interrupt_adam``)."""
 
-    def __init__(self, network, rank, fault):
+    def __init__(self, network, rank, fault, batch=None):
         self.network, self.rank, self.fault, self.calls = network, rank, fault, 0
+        self.batch, self.batches = batch, 0
 
     def __getattr__(self, name):
         return getattr(self.network, name)
 
     def loss_grad(self, *args, **kwargs):
         self.calls += 1
-        first = FAULTS[self.fault]
+        first = FAULTS[self.fault][1]
         faulty = self.rank == 1 and self.calls >= first
         if faulty and self.fault == "interrupt" and self.calls == first:
             os.kill(os.getpid(), signal.SIGINT)
@@ -192,25 +197,40 @@ class _FaultyNetwork:
             data = np.nan
         return data, penalty
 
+    def batch_grad(self, *args, **kwargs):
+        self.batches += 1
+        if self.rank == 1 and self.batches == self.batch:
+            os.kill(os.getpid(), signal.SIGINT)
+        return self.network.batch_grad(*args, **kwargs)
+
 
 class _FaultyClassifier(MLPClassifier):
     fault = None
+    batch = None
 
     def _network(self, dtype, n_threads=None):
         network = super()._network(dtype, n_threads)
-        return _FaultyNetwork(network, self.comm.Get_rank(), self.fault)
+        return _FaultyNetwork(network, self.comm.Get_rank(), self.fault, self.batch)
+
+
+def batches_per_epoch(n_ranks):
+    """Global batches of an epoch of make_data() with _SMALL's batch size."""
+    return -(-make_data()[0].shape[0] // (n_ranks * _SMALL["batch_size"]))
 
 
 def fit_faulty(comm, out, fault):
-    """lbfgs with a fault on rank 1; rank 0 saves what every rank ended
-    with: whether it warned of an interrupt, the error it raised, and the
-    weights."""
+    """A fit with a fault on rank 1 (``FAULTS``); rank 0 saves what every
+    rank ended with: whether it warned of an interrupt, the error it
+    raised, and the weights."""
     rank, K = comm.Get_rank(), comm.Get_size()
     X, y, sw = make_data()
     edges = split_points(X.shape[0], K)
     rows = slice(edges[rank], edges[rank + 1])
-    est = _FaultyClassifier(comm=comm, **dict(_SMALL, solver="lbfgs", max_iter=50))
+    solver = FAULTS[fault][0]
+    est = _FaultyClassifier(comm=comm, **dict(_SMALL, solver=solver, max_iter=50))
     est.fault = fault
+    # the second batch of the second epoch
+    est.batch = batches_per_epoch(K) + 2
     error = ""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

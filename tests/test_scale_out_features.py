@@ -162,3 +162,30 @@ def test_lbfgs_nan_from_the_first_evaluation_on_one_rank_keeps_the_start_on_all(
     with pytest.raises(ValueError, match="lbfgs cannot start"):
         one.fit(X, y, sample_weight=sw)
     np.testing.assert_array_equal(res["theta"], one._theta)
+
+
+@pytest.mark.parametrize("n_ranks", [2, 3])
+def test_ctrl_c_on_one_rank_stops_adam_on_all_after_the_same_batch(tmp_path, n_ranks):
+    # rank 1 gets Ctrl-C during the second batch of the second epoch: the
+    # ranks exchange it with that batch's gradient, every rank finishes the
+    # batch (as one process finishes the batch it is in), warns and ends
+    # with the same weights; none is left waiting
+    out = tmp_path / "interrupt_adam"
+    proc = _run_ranks(n_ranks, "interrupt_adam", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    res = np.load(f"{out}.npz")
+    assert float(res["spread"]) == 0.0
+    assert res["interrupted"].tolist() == [True] * n_ranks
+    assert res["errors"].tolist() == [""] * n_ranks
+    # the interrupted epoch is not counted, its batches up to the
+    # interrupt are trained: the weights are past the first epoch's
+    assert int(res["n_iter"]) == 1
+    X, y, sw = mpi_worker.make_data()
+    params = dict(mpi_worker._SMALL, solver="adam", max_iter=1,
+                  batch_size=n_ranks * mpi_worker._SMALL["batch_size"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        one_epoch = mpi_worker.MLPClassifier(**params).fit(X, y, sample_weight=sw)
+    assert res["loss_curve_"].shape == (1,)
+    assert _relative_difference(res["loss_curve_"], one_epoch.loss_curve_) <= RTOL["float64"]
+    assert _relative_difference(res["theta"], one_epoch._theta) > 1e-6
