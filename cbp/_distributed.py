@@ -273,6 +273,23 @@ class DataParallelEpochs:
         self._interrupt_carried = False
         comm.Bcast(theta, root=0)
 
+    def carry_interrupt(self, interrupt):
+        """Take a Ctrl-C that ``interrupt`` (a :class:`DeferredInterrupt`
+        around the epochs) noted between epochs: the next epoch exchanges it
+        with its first batch."""
+        if interrupt.pending:
+            interrupt.pending = False
+            self._interrupt_carried = True
+
+    def raise_if_interrupted(self, interrupt):
+        """Collective, after the last epoch: KeyboardInterrupt on every rank
+        when any rank noted a Ctrl-C that no epoch exchanged."""
+        self.carry_interrupt(interrupt)
+        noted = self.comm.allreduce(int(self._interrupt_carried))
+        self._interrupt_carried = False
+        if noted > 0:
+            raise KeyboardInterrupt
+
     def epoch(self, network, theta, order, alpha, dropout_row0):
         """Train one epoch of ``network`` (its optimizer set); same returns
         as :meth:`cbp._core.Network.epoch` but the rows trained on.
@@ -480,7 +497,8 @@ class DeferredInterrupt:
 
     A rank interrupted inside a collective call would leave the others
     waiting: the interrupt is noted and acted on by every rank at the next
-    point where they exchange it (:class:`FullBatch`). Signal handlers can
+    point where they exchange it (each evaluation of :class:`FullBatch`,
+    each batch of :meth:`DataParallelEpochs.epoch`). Signal handlers can
     only be set in the main thread; elsewhere Ctrl-C is left as it is.
     """
 

@@ -727,22 +727,32 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
             split = _ValidationSplit(X, Y, sw)
         epochs = self._epochs(split, optimizer)
         feedback = _EpochFeedback(self, incremental)
+        data_parallel = epochs.data_parallel
+        # with comm, Ctrl-C between epochs (validation, callbacks) is noted
+        # too, and acted on by every rank at the next exchange
+        between = (contextlib.nullcontext() if data_parallel is None
+                   else _distributed.DeferredInterrupt())
         try:
-            self.n_iter_ = 0
-            for _ in range(self.max_iter):
-                if not self._train_one_epoch(epochs, tasks):
-                    break
-                if self._stop_after_epoch(split, optimizer, feedback, tasks):
-                    break
-                if incremental:
-                    break
-                if self.n_iter_ == self.max_iter:
-                    warnings.warn(
-                        "Stochastic Optimizer: Maximum iterations (%d) "
-                        "reached and the optimization hasn't converged yet."
-                        % self.max_iter,
-                        ConvergenceWarning,
-                    )
+            with between:
+                self.n_iter_ = 0
+                for _ in range(self.max_iter):
+                    if data_parallel is not None:
+                        data_parallel.carry_interrupt(between)
+                    if not self._train_one_epoch(epochs, tasks):
+                        break
+                    if self._stop_after_epoch(split, optimizer, feedback, tasks):
+                        break
+                    if incremental:
+                        break
+                    if self.n_iter_ == self.max_iter:
+                        warnings.warn(
+                            "Stochastic Optimizer: Maximum iterations (%d) "
+                            "reached and the optimization hasn't converged yet."
+                            % self.max_iter,
+                            ConvergenceWarning,
+                        )
+                if data_parallel is not None:
+                    data_parallel.raise_if_interrupted(between)
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.")
         finally:

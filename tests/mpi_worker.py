@@ -12,7 +12,10 @@ third evaluation on: every rank must keep the best point and raise),
 no rank has a finite point, every rank must keep the initial weights and
 raise that lbfgs cannot start), ``interrupt_adam`` (adam; rank 1 gets
 Ctrl-C during the second batch of the second epoch: every rank must finish
-that batch, stop with the same weights and finish),
+that batch, stop with the same weights and finish), ``interrupt_between``
+and ``interrupt_last`` (adam; rank 1 gets Ctrl-C in a callback after the
+first epoch, or after the last of two: every rank must stop after the
+next batch, or warn at the end of the fit),
 ``raise`` (rank 1 raises before the first collective step, the other
 ranks wait in fit) or ``badrank`` (rank 1 passes data with a wrong number
 of features: every rank must raise ValueError, none hang).
@@ -170,7 +173,10 @@ def fit_features(comm, out, dtype):
 # the faults of fit_faulty: the solver, and the full-batch evaluation of
 # rank 1 from which each fails (interrupt_adam: see _FaultyNetwork)
 FAULTS = {"interrupt": ("lbfgs", 3), "diverge": ("lbfgs", 3),
-          "diverge_first": ("lbfgs", 1), "interrupt_adam": ("adam", None)}
+          "diverge_first": ("lbfgs", 1), "interrupt_adam": ("adam", None),
+          "interrupt_between": ("adam", None), "interrupt_last": ("adam", None)}
+# the epoch after which the callback of rank 1 gets Ctrl-C, and max_iter
+BETWEEN = {"interrupt_between": (1, 50), "interrupt_last": (2, 2)}
 
 
 class _FaultyNetwork:
@@ -227,10 +233,18 @@ def fit_faulty(comm, out, fault):
     edges = split_points(X.shape[0], K)
     rows = slice(edges[rank], edges[rank + 1])
     solver = FAULTS[fault][0]
-    est = _FaultyClassifier(comm=comm, **dict(_SMALL, solver=solver, max_iter=50))
+    after, max_iter = BETWEEN.get(fault, (None, 50))
+
+    def ctrl_c(est, info):
+        if rank == 1 and info["epoch"] == after:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    est = _FaultyClassifier(comm=comm, callbacks=[ctrl_c] if after else None,
+                            **dict(_SMALL, solver=solver, max_iter=max_iter))
     est.fault = fault
-    # the second batch of the second epoch
-    est.batch = batches_per_epoch(K) + 2
+    if fault == "interrupt_adam":
+        # the second batch of the second epoch
+        est.batch = batches_per_epoch(K) + 2
     error = ""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -189,3 +189,34 @@ def test_ctrl_c_on_one_rank_stops_adam_on_all_after_the_same_batch(tmp_path, n_r
     assert res["loss_curve_"].shape == (1,)
     assert _relative_difference(res["loss_curve_"], one_epoch.loss_curve_) <= RTOL["float64"]
     assert _relative_difference(res["theta"], one_epoch._theta) > 1e-6
+
+
+@pytest.mark.parametrize("n_ranks", [2, 3])
+@pytest.mark.parametrize("fault", ["interrupt_between", "interrupt_last"])
+def test_ctrl_c_between_epochs_on_one_rank_stops_all_at_the_next_exchange(
+    tmp_path, fault, n_ranks
+):
+    # rank 1 gets Ctrl-C in a callback: after the first epoch, every rank
+    # stops after the next batch (as in the test above); after the last
+    # epoch, every rank warns at the end of the fit. None is left waiting
+    out = tmp_path / fault
+    proc = _run_ranks(n_ranks, fault, str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    res = np.load(f"{out}.npz")
+    assert float(res["spread"]) == 0.0
+    assert res["interrupted"].tolist() == [True] * n_ranks
+    assert res["errors"].tolist() == [""] * n_ranks
+    epochs = 1 if fault == "interrupt_between" else 2
+    assert int(res["n_iter"]) == epochs
+    X, y, sw = mpi_worker.make_data()
+    params = dict(mpi_worker._SMALL, solver="adam", max_iter=epochs,
+                  batch_size=n_ranks * mpi_worker._SMALL["batch_size"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = mpi_worker.MLPClassifier(**params).fit(X, y, sample_weight=sw)
+    assert _relative_difference(res["loss_curve_"], ref.loss_curve_) <= RTOL["float64"]
+    difference = _relative_difference(res["theta"], ref._theta)
+    if fault == "interrupt_between":
+        assert difference > 1e-6  # one batch of the second epoch trained
+    else:
+        assert difference <= RTOL["float64"]  # the whole fit trained
