@@ -25,6 +25,7 @@ import os
 import signal
 import sys
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -170,20 +171,35 @@ def fit_features(comm, out, dtype):
             np.savez(f"{out}.{name}.npz", spread=spread, **fit_record(est))
 
 
-# the faults of fit_faulty: the solver, and the full-batch evaluation of
-# rank 1 from which each fails (interrupt_adam: see _FaultyNetwork)
-FAULTS = {"interrupt": ("lbfgs", 3), "diverge": ("lbfgs", 3),
-          "diverge_first": ("lbfgs", 1), "interrupt_adam": ("adam", None),
-          "interrupt_between": ("adam", None), "interrupt_last": ("adam", None)}
-# the epoch after which the callback of rank 1 gets Ctrl-C, and max_iter
-BETWEEN = {"interrupt_between": (1, 50), "interrupt_last": (2, 2)}
+class Fault(NamedTuple):
+    """A fault of fit_faulty: the fit's solver and max_iter, and where rank
+    1 fails: from its ``evaluation``-th full-batch evaluation on (lbfgs),
+    in the second batch of the second epoch (``batch``), or in a callback
+    after epoch ``after_epoch``."""
+
+    solver: str
+    max_iter: int = 50
+    evaluation: int | None = None
+    batch: bool = False
+    after_epoch: int | None = None
+
+
+FAULTS = {
+    "interrupt": Fault("lbfgs", evaluation=3),
+    "diverge": Fault("lbfgs", evaluation=3),
+    "diverge_first": Fault("lbfgs", evaluation=1),
+    "interrupt_adam": Fault("adam", batch=True),
+    "interrupt_between": Fault("adam", after_epoch=1),
+    "interrupt_last": Fault("adam", max_iter=2, after_epoch=2),
+}
 
 
 class _FaultyNetwork:
     """A network whose full-batch evaluations on rank 1 fail from the
-    ``FAULTS[fault]``-th on: Ctrl-C during that one (``interrupt``), or a
-    NaN loss (``diverge``, ``diverge_first``); or whose batch step on rank
-    1 gets Ctrl-C during its ``batch``-th call (``interrupt_adam``)."""
+    ``FAULTS[fault].evaluation``-th on: Ctrl-C during that one
+    (``interrupt``), or a NaN loss (``diverge``, ``diverge_first``); or
+    whose batch step on rank 1 gets Ctrl-C during its ``batch``-th call
+    (``interrupt_adam``)."""
 
     def __init__(self, network, rank, fault, batch=None):
         self.network, self.rank, self.fault, self.calls = network, rank, fault, 0
@@ -194,7 +210,7 @@ class _FaultyNetwork:
 
     def loss_grad(self, *args, **kwargs):
         self.calls += 1
-        first = FAULTS[self.fault][1]
+        first = FAULTS[self.fault].evaluation
         faulty = self.rank == 1 and self.calls >= first
         if faulty and self.fault == "interrupt" and self.calls == first:
             os.kill(os.getpid(), signal.SIGINT)
@@ -232,17 +248,18 @@ def fit_faulty(comm, out, fault):
     X, y, sw = make_data()
     edges = split_points(X.shape[0], K)
     rows = slice(edges[rank], edges[rank + 1])
-    solver = FAULTS[fault][0]
-    after, max_iter = BETWEEN.get(fault, (None, 50))
+    spec = FAULTS[fault]
 
     def ctrl_c(est, info):
-        if rank == 1 and info["epoch"] == after:
+        if rank == 1 and info["epoch"] == spec.after_epoch:
             os.kill(os.getpid(), signal.SIGINT)
 
-    est = _FaultyClassifier(comm=comm, callbacks=[ctrl_c] if after else None,
-                            **dict(_SMALL, solver=solver, max_iter=max_iter))
+    est = _FaultyClassifier(
+        comm=comm, callbacks=[ctrl_c] if spec.after_epoch else None,
+        **dict(_SMALL, solver=spec.solver, max_iter=spec.max_iter),
+    )
     est.fault = fault
-    if fault == "interrupt_adam":
+    if spec.batch:
         # the second batch of the second epoch
         est.batch = batches_per_epoch(K) + 2
     error = ""

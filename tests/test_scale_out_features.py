@@ -96,6 +96,28 @@ def test_ranks_differ_from_one_process_with_the_local_batch(ranks_fit):
     assert _relative_difference(res["theta"], local["theta"]) > 1e-3
 
 
+def _fault_ranks(tmp_path, fault, n_ranks):
+    """Run ``mpi_worker``'s fault ``fault`` on ``n_ranks`` ranks: the job
+    ends (none is left waiting) with the same weights on every rank; the
+    record rank 0 saved."""
+    out = tmp_path / fault
+    proc = _run_ranks(n_ranks, fault, str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    res = np.load(f"{out}.npz")
+    assert float(res["spread"]) == 0.0
+    return res
+
+
+def _one_process(**params):
+    """One process's fit of the workers' data with ``_SMALL`` and ``params``."""
+    X, y, sw = mpi_worker.make_data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return mpi_worker.MLPClassifier(**dict(mpi_worker._SMALL, **params)).fit(
+            X, y, sample_weight=sw
+        )
+
+
 @pytest.mark.parametrize("n_ranks", [2, 3])
 @pytest.mark.parametrize("fault", ["interrupt", "diverge"])
 def test_a_fault_on_one_rank_stops_lbfgs_on_all_at_the_best_point(
@@ -104,11 +126,7 @@ def test_a_fault_on_one_rank_stops_lbfgs_on_all_at_the_best_point(
     # rank 1's third evaluation gets Ctrl-C, or its loss turns NaN from
     # then on: every rank stops (warns of the interrupt, or raises that
     # lbfgs diverged) with the same weights, none is left waiting
-    out = tmp_path / fault
-    proc = _run_ranks(n_ranks, fault, str(out))
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    res = np.load(f"{out}.npz")
-    assert float(res["spread"]) == 0.0
+    res = _fault_ranks(tmp_path, fault, n_ranks)
     if fault == "interrupt":
         assert res["interrupted"].tolist() == [True] * n_ranks
         assert res["errors"].tolist() == [""] * n_ranks
@@ -118,11 +136,7 @@ def test_a_fault_on_one_rank_stops_lbfgs_on_all_at_the_best_point(
     # the best point of the two evaluated before is the one L-BFGS-B's
     # first iteration ended at, where a single process stopped after one
     # iteration ends
-    X, y, sw = mpi_worker.make_data()
-    params = dict(mpi_worker._SMALL, solver="lbfgs", max_iter=1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ref = mpi_worker.MLPClassifier(**params).fit(X, y, sample_weight=sw)
+    ref = _one_process(solver="lbfgs", max_iter=1)
     assert _relative_difference(res["theta"], ref._theta) <= RTOL["float64"]
     if fault == "interrupt":
         assert int(res["n_iter"]) == ref.n_iter_ == 1
@@ -149,11 +163,7 @@ def test_lbfgs_nan_from_the_first_evaluation_on_one_rank_keeps_the_start_on_all(
     # no rank has a finite point to keep: every rank raises that lbfgs
     # cannot start and holds the initial weights, those of one process
     # whose loss is NaN from the start
-    out = tmp_path / "diverge_first"
-    proc = _run_ranks(n_ranks, "diverge_first", str(out))
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    res = np.load(f"{out}.npz")
-    assert float(res["spread"]) == 0.0
+    res = _fault_ranks(tmp_path, "diverge_first", n_ranks)
     assert res["interrupted"].tolist() == [False] * n_ranks
     assert all("lbfgs cannot start" in error for error in res["errors"])
     assert np.isinf(res["loss"])
@@ -165,58 +175,27 @@ def test_lbfgs_nan_from_the_first_evaluation_on_one_rank_keeps_the_start_on_all(
 
 
 @pytest.mark.parametrize("n_ranks", [2, 3])
-def test_ctrl_c_on_one_rank_stops_adam_on_all_after_the_same_batch(tmp_path, n_ranks):
-    # rank 1 gets Ctrl-C during the second batch of the second epoch: the
-    # ranks exchange it with that batch's gradient, every rank finishes the
-    # batch (as one process finishes the batch it is in), warns and ends
-    # with the same weights; none is left waiting
-    out = tmp_path / "interrupt_adam"
-    proc = _run_ranks(n_ranks, "interrupt_adam", str(out))
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    res = np.load(f"{out}.npz")
-    assert float(res["spread"]) == 0.0
+@pytest.mark.parametrize("fault", ["interrupt_adam", "interrupt_between", "interrupt_last"])
+def test_ctrl_c_on_one_rank_stops_adam_on_all_at_the_next_exchange(tmp_path, fault, n_ranks):
+    # rank 1 gets Ctrl-C during the second batch of the second epoch
+    # (interrupt_adam), or in a callback after the first epoch
+    # (interrupt_between) or after the last of two (interrupt_last). The
+    # ranks exchange it with the next batch's gradient: every rank finishes
+    # that batch (as one process finishes the batch it is in), warns and
+    # ends with the same weights; after the last epoch, every rank warns at
+    # the end of the fit. None is left waiting
+    res = _fault_ranks(tmp_path, fault, n_ranks)
     assert res["interrupted"].tolist() == [True] * n_ranks
     assert res["errors"].tolist() == [""] * n_ranks
-    # the interrupted epoch is not counted, its batches up to the
-    # interrupt are trained: the weights are past the first epoch's
-    assert int(res["n_iter"]) == 1
-    X, y, sw = mpi_worker.make_data()
-    params = dict(mpi_worker._SMALL, solver="adam", max_iter=1,
-                  batch_size=n_ranks * mpi_worker._SMALL["batch_size"])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        one_epoch = mpi_worker.MLPClassifier(**params).fit(X, y, sample_weight=sw)
-    assert res["loss_curve_"].shape == (1,)
-    assert _relative_difference(res["loss_curve_"], one_epoch.loss_curve_) <= RTOL["float64"]
-    assert _relative_difference(res["theta"], one_epoch._theta) > 1e-6
-
-
-@pytest.mark.parametrize("n_ranks", [2, 3])
-@pytest.mark.parametrize("fault", ["interrupt_between", "interrupt_last"])
-def test_ctrl_c_between_epochs_on_one_rank_stops_all_at_the_next_exchange(
-    tmp_path, fault, n_ranks
-):
-    # rank 1 gets Ctrl-C in a callback: after the first epoch, every rank
-    # stops after the next batch (as in the test above); after the last
-    # epoch, every rank warns at the end of the fit. None is left waiting
-    out = tmp_path / fault
-    proc = _run_ranks(n_ranks, fault, str(out))
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    res = np.load(f"{out}.npz")
-    assert float(res["spread"]) == 0.0
-    assert res["interrupted"].tolist() == [True] * n_ranks
-    assert res["errors"].tolist() == [""] * n_ranks
-    epochs = 1 if fault == "interrupt_between" else 2
+    # an interrupted epoch is not counted
+    epochs = 2 if fault == "interrupt_last" else 1
     assert int(res["n_iter"]) == epochs
-    X, y, sw = mpi_worker.make_data()
-    params = dict(mpi_worker._SMALL, solver="adam", max_iter=epochs,
-                  batch_size=n_ranks * mpi_worker._SMALL["batch_size"])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ref = mpi_worker.MLPClassifier(**params).fit(X, y, sample_weight=sw)
+    ref = _one_process(solver="adam", max_iter=epochs,
+                       batch_size=n_ranks * mpi_worker._SMALL["batch_size"])
+    assert res["loss_curve_"].shape == (epochs,)
     assert _relative_difference(res["loss_curve_"], ref.loss_curve_) <= RTOL["float64"]
     difference = _relative_difference(res["theta"], ref._theta)
-    if fault == "interrupt_between":
-        assert difference > 1e-6  # one batch of the second epoch trained
-    else:
+    if fault == "interrupt_last":
         assert difference <= RTOL["float64"]  # the whole fit trained
+    else:
+        assert difference > 1e-6  # batches of the second epoch trained
