@@ -268,25 +268,16 @@ class DataParallelEpochs:
         self.buffer = np.empty(theta.shape[0] + 2, dtype=theta.dtype)
         self.grad = self.buffer[:-2]
         self._in_place = MPI.IN_PLACE
-        # a Ctrl-C noted after an epoch's last exchange, acted on in the
-        # next epoch's first batch
-        self._interrupt_carried = False
+        # entered by the caller around all the epochs: a Ctrl-C noted
+        # between or after batches waits for the next exchange
+        self.interrupt = DeferredInterrupt()
         comm.Bcast(theta, root=0)
 
-    def carry_interrupt(self, interrupt):
-        """Take a Ctrl-C that ``interrupt`` (a :class:`DeferredInterrupt`
-        around the epochs) noted between epochs: the next epoch exchanges it
-        with its first batch."""
-        if interrupt.pending:
-            interrupt.pending = False
-            self._interrupt_carried = True
-
-    def raise_if_interrupted(self, interrupt):
+    def raise_if_interrupted(self):
         """Collective, after the last epoch: KeyboardInterrupt on every rank
         when any rank noted a Ctrl-C that no epoch exchanged."""
-        self.carry_interrupt(interrupt)
-        noted = self.comm.allreduce(int(self._interrupt_carried))
-        self._interrupt_carried = False
+        noted = self.comm.allreduce(int(self.interrupt.pending))
+        self.interrupt.pending = False
         if noted > 0:
             raise KeyboardInterrupt
 
@@ -301,11 +292,11 @@ class DataParallelEpochs:
         :meth:`~cbp._core.Network.step`. Dropout masks are keyed to each
         row's place in the global order, as a single process keys them.
 
-        Ctrl-C on any rank is noted (:class:`DeferredInterrupt`) and
-        exchanged with each batch's gradient: every rank finishes that
-        batch, as a single process finishes the batch it is in, and raises
-        KeyboardInterrupt at the end of the epoch's exchanges, with the
-        same weights.
+        Ctrl-C on any rank, noted by ``self.interrupt`` (entered by the
+        caller around the epochs), is exchanged with each batch's gradient:
+        every rank finishes that batch, as a single process finishes the
+        batch it is in, and raises KeyboardInterrupt at the end of the
+        epoch's exchanges, with the same weights.
         """
         comm = self.comm
         n, B = self.n_samples, self.batch_size
@@ -327,47 +318,45 @@ class DataParallelEpochs:
         sum_data = sum_penalty = 0.0
         status = _core.STATUS_OK
         interrupted = False
-        with DeferredInterrupt() as interrupt:
-            interrupt.pending = self._interrupt_carried
-            for j in range(n_batches):
-                sw_sum = sw_sums[j]
-                if sw_sum <= 0:
-                    continue  # weightless batches carry no gradient (all ranks)
-                b0, b1 = bounds[j], bounds[j + 1]
-                data_sum = network.batch_grad(
-                    theta, grad, data, local_rows[b0:b1], 1.0 / sw_sum,
-                    positions=pos[b0:b1], dropout_row0=dropout_row0,
-                )
-                buffer[-2] = 0.0 if math.isfinite(data_sum) else 1.0
-                buffer[-1] = 1.0 if interrupt.pending else 0.0
-                comm.Allreduce(in_place, buffer)
-                if buffer[-2] != 0:
-                    status = _core.STATUS_NONFINITE_LOSS
-                    break
-                sq = network.step(theta, grad, alpha / sw_sum)
-                nb = edges[j + 1] - edges[j]
-                sum_data += data_sum / sw_sum * nb
-                sum_penalty += 0.5 * alpha * sq / sw_sum * nb
-                if buffer[-1] != 0:
-                    interrupted = True
-                    break
-            # one reduction per epoch for the loss (and whether a rank
-            # noted Ctrl-C after its last batch); rank 0's parameters and
-            # totals are broadcast so that rounding in the reductions can
-            # never make the ranks' weights or stopping decisions drift apart
-            late = 1.0 if interrupt.pending and not interrupted else 0.0
-            interrupt.pending = False
-            data_total = np.array([sum_data, late], dtype=np.float64)
-            if self.rank == 0:
-                comm.Reduce(in_place, data_total, root=0)
-            else:
-                comm.Reduce(data_total, None, root=0)
-            totals = np.array([data_total[0], sum_penalty, data_total[1]],
-                              dtype=np.float64)
-            comm.Bcast(totals, root=0)
-            comm.Bcast(theta, root=0)
-        # noted during the closing exchanges: kept for the next epoch
-        self._interrupt_carried = interrupt.pending
+        interrupt = self.interrupt
+        for j in range(n_batches):
+            sw_sum = sw_sums[j]
+            if sw_sum <= 0:
+                continue  # weightless batches carry no gradient (all ranks)
+            b0, b1 = bounds[j], bounds[j + 1]
+            data_sum = network.batch_grad(
+                theta, grad, data, local_rows[b0:b1], 1.0 / sw_sum,
+                positions=pos[b0:b1], dropout_row0=dropout_row0,
+            )
+            buffer[-2] = 0.0 if math.isfinite(data_sum) else 1.0
+            buffer[-1] = 1.0 if interrupt.pending else 0.0
+            comm.Allreduce(in_place, buffer)
+            if buffer[-2] != 0:
+                status = _core.STATUS_NONFINITE_LOSS
+                break
+            sq = network.step(theta, grad, alpha / sw_sum)
+            nb = edges[j + 1] - edges[j]
+            sum_data += data_sum / sw_sum * nb
+            sum_penalty += 0.5 * alpha * sq / sw_sum * nb
+            if buffer[-1] != 0:
+                interrupted = True
+                break
+        # one reduction per epoch for the loss (and whether a rank noted
+        # Ctrl-C after its last batch; one noted after this stays pending
+        # for the next exchange); rank 0's parameters and totals are
+        # broadcast so that rounding in the reductions can never make the
+        # ranks' weights or stopping decisions drift apart
+        late = 1.0 if interrupt.pending and not interrupted else 0.0
+        interrupt.pending = False
+        data_total = np.array([sum_data, late], dtype=np.float64)
+        if self.rank == 0:
+            comm.Reduce(in_place, data_total, root=0)
+        else:
+            comm.Reduce(data_total, None, root=0)
+        totals = np.array([data_total[0], sum_penalty, data_total[1]],
+                          dtype=np.float64)
+        comm.Bcast(totals, root=0)
+        comm.Bcast(theta, root=0)
         if interrupted or totals[2] > 0:
             raise KeyboardInterrupt
         return float(totals[0]), float(totals[1]), status
@@ -501,6 +490,8 @@ class DeferredInterrupt:
     each batch of :meth:`DataParallelEpochs.epoch`). Signal handlers can
     only be set in the main thread; elsewhere Ctrl-C is left as it is.
     """
+
+    pending = False
 
     def __enter__(self):
         self.pending = False

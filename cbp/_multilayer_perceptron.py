@@ -728,16 +728,14 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
         epochs = self._epochs(split, optimizer)
         feedback = _EpochFeedback(self, incremental)
         data_parallel = epochs.data_parallel
-        # with comm, Ctrl-C between epochs (validation, callbacks) is noted
-        # too, and acted on by every rank at the next exchange
-        between = (contextlib.nullcontext() if data_parallel is None
-                   else _distributed.DeferredInterrupt())
+        # with comm, Ctrl-C in or between epochs (validation, callbacks) is
+        # noted, and acted on by every rank at the next exchange
+        interrupt = (contextlib.nullcontext() if data_parallel is None
+                     else data_parallel.interrupt)
         try:
-            with between:
+            with interrupt:
                 self.n_iter_ = 0
                 for _ in range(self.max_iter):
-                    if data_parallel is not None:
-                        data_parallel.carry_interrupt(between)
                     if not self._train_one_epoch(epochs, tasks):
                         break
                     if self._stop_after_epoch(split, optimizer, feedback, tasks):
@@ -752,7 +750,7 @@ class BaseMultilayerPerceptron(_CallbackSupport, BaseEstimator, ABC):
                             ConvergenceWarning,
                         )
                 if data_parallel is not None:
-                    data_parallel.raise_if_interrupted(between)
+                    data_parallel.raise_if_interrupted()
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.")
         finally:
