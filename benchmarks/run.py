@@ -855,6 +855,16 @@ def measure_busy(workload, libraries, args):
         spinner.join()
 
 
+def cbp_departures():
+    """Threads that left cbp's epoch teams so far (``cbp._core.departures``),
+    or None where cbp's core does not count them."""
+    try:
+        from cbp import _core
+        return _core.departures()
+    except (ImportError, AttributeError):
+        return None
+
+
 def measure_fit_memory(workload, libraries):
     """Peak traced memory of one 1-epoch ``fit``, for the estimator libraries."""
     data_mib = workload.X.nbytes / MIB
@@ -1165,7 +1175,15 @@ def run_workload(workload, libraries, args, results):
     elif workload.kind == "predict":
         results["predict"] += measure_prediction(workload, libraries, args)
     elif workload.kind == "busy":
+        before = cbp_departures()
         results["busy"] += measure_busy(workload, libraries, args)
+        fitted = any(r.library == "cbp" for r in results["busy"])
+        if before is not None and fitted and not args.peer_as_cbp:
+            # cbp's default fits 1 and 1 + E epochs per round (epoch_timings)
+            epochs = args.rounds * (2 + args.epochs * workload.epoch_scale)
+            results["notes"].append(
+                f"busy: a thread left cbp's default team in "
+                f"{cbp_departures() - before} of its {epochs} epochs")
     else:
         results["memory"] += measure_fit_memory(workload, libraries)
 

@@ -14,8 +14,9 @@ from cython cimport floating
 from libc.math cimport isfinite
 
 from _types cimport Net, CSR, Optim, SOLVER_ADAM, _STATUS_NONFINITE_LOSS
-from _threads cimport (cbp_bar, cbp_bar_wait, cbp_claim, cbp_fetch_add,
-                       _part, _part_q, _sum_blocks, _pending_signal)
+from _threads cimport (cbp_bar, cbp_bar_wait, cbp_bar_members, cbp_bar_leave,
+                       cbp_should_leave, cbp_claim, cbp_fetch_add, _part,
+                       _part_q, _sum_blocks, _pending_signal)
 from _optimizers cimport _adam_lr_t
 from _layout cimport Areas, _gather_rows, _gather_pool
 from _passes cimport rows_forward_backward, params_grad, params_step
@@ -103,7 +104,9 @@ cdef inline void _epoch_thread(const Net* net, const Optim* opt, const EpochArgs
     (``cbp_claim``): a thread the OS runs late leaves its share to one
     that is free, and no result depends on which thread computes a
     share. Every thread sums the same numbers in the same order, so all
-    take the same decisions.
+    take the same decisions. For the same reason a thread may leave the
+    team between batches (``cbp_should_leave``: one the OS keeps off its
+    CPU); the others then take its shares.
     """
     cdef const floating* X = <const floating*>a.X
     cdef const floating* Y = <const floating*>a.Y
@@ -133,6 +136,7 @@ cdef inline void _epoch_thread(const Net* net, const Optim* opt, const EpochArgs
     cdef floating* Xn
     cdef floating* Yn
     cdef floating* swn
+    cdef long long batches = 0
     if shuffled:
         # the first batch's rows, split evenly
         nb = min(rows, n_total)
@@ -160,13 +164,13 @@ cdef inline void _epoch_thread(const Net* net, const Optim* opt, const EpochArgs
                         <int>(s - base), nt)
             s = cbp_claim(&a.claims[0], base + nt)
         if shuffled:
-            # until the last thread is done with its rows, gather the next
-            # batch's into the other slot
+            # until the last thread still in the team is done with its
+            # rows, gather the next batch's into the other slot
             cbp_fetch_add(&pool[2 + par], 1)
             if nb_next > 0:
-                _gather_pool(&pool[1 - par], &pool[2 + par], nt,
-                             a.order + start + nb, nb_next, X, Y, sw, xs, k,
-                             Xn, Yn, swn)
+                _gather_pool(&pool[1 - par], &pool[2 + par],
+                             cbp_bar_members(a.bar), a.order + start + nb,
+                             nb_next, X, Y, sw, xs, k, Xn, Yn, swn)
         cbp_bar_wait(a.bar)
         sw_sum = 0
         batch_data = 0
@@ -211,5 +215,9 @@ cdef inline void _epoch_thread(const Net* net, const Optim* opt, const EpochArgs
         start = start + nb
         base = base + nt
         par = 1 - par
+        batches = batches + 1
         if shared[4] != 0:
+            break
+        if (start < n_total and cbp_should_leave(tid, nt, batches)
+                and cbp_bar_leave(a.bar)):
             break

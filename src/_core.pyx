@@ -56,6 +56,7 @@ from _threads cimport (cbp_max_threads, cbp_has_openmp, cbp_full_team,
                        cbp_thread_cap, cbp_watch_fork, cbp_in_forked_child,
                        cbp_set_cpu_override, cbp_cpu_count, cbp_claim,
                        cbp_bar, cbp_bar_init, cbp_bar_wait, cbp_set_spin_ns,
+                       cbp_set_leave_after, cbp_departure_count,
                        cbp_fetch_add, _team_begin, _team_end, _part, _part_q,
                        _n_quanta, _share_capacity, _n_row_blocks, _sum_blocks,
                        _pending_signal, _raise_pending)
@@ -144,6 +145,29 @@ def set_barrier_spin(long long ns):
     if ns < 0:
         raise ValueError(f"ns must be >= 0, got {ns}")
     return cbp_set_spin_ns(ns)
+
+
+def set_leave_after(long long batches):
+    """Make thread ``tid >= 1`` of every epoch's team leave it after
+    ``batches + tid - 1`` batches, whatever its waits for a CPU (see
+    ``cbp_should_leave`` in _omp.h); 0 goes back to leaving only when the
+    OS keeps a thread of a team of two off its CPU. Returns the previous
+    setting.
+
+    A test hook: the weights must not depend on when threads leave. Not
+    thread-safe; no effect where the core's barrier is OpenMP's (no
+    OpenMP, not Linux).
+    """
+    if batches < 0:
+        raise ValueError(f"batches must be >= 0, got {batches}")
+    return cbp_set_leave_after(batches)
+
+
+def departures():
+    """Threads that left an epoch's team before its end, counted since the
+    process began (see :func:`set_leave_after`); a benchmark and test
+    figure."""
+    return cbp_departure_count()
 
 
 def in_forked_child():

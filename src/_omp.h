@@ -137,13 +137,21 @@ static Py_ssize_t cbp_claim(Py_ssize_t *p, Py_ssize_t limit) {
  * OS cannot move the late thread there. Sleeping soon frees the core:
  * Linux then runs the late thread (or the other process) on it. The
  * short spin keeps the quiet machine's waits, which are microseconds,
- * free of the sleep's wake-up cost. Elsewhere it is OpenMP's barrier. */
+ * free of the sleep's wake-up cost. A thread may also leave the team
+ * between two barriers (cbp_bar_leave, cbp_should_leave); the later
+ * barriers then wait for the others only. Elsewhere it is OpenMP's
+ * barrier, which no thread leaves. */
 typedef struct {
-    int n;             /* threads of the team */
-    int arrived;       /* threads at the current barrier */
+    /* (members << 32) | arrived: the threads still in the team and those
+     * at the current barrier, in one word so that an arrival and a
+     * departure (cbp_bar_leave) are ordered and exactly one of them sees
+     * the barrier full */
+    unsigned long long state;
     int generation;    /* barriers passed; the futex word */
     int sleepers;      /* threads asleep on generation */
 } cbp_bar;
+#define CBP_BAR_MEMBER (1ULL << 32)
+#define CBP_BAR_ARRIVED 0xffffffffULL
 
 /* long long: CLOCK_MONOTONIC in nanoseconds passes a 32-bit long's
  * range 2.1 s after boot */
@@ -156,10 +164,34 @@ static long long cbp_set_spin_ns(long long ns) {
 }
 
 static void cbp_bar_init(cbp_bar *b, int n) {
-    b->n = n;
-    b->arrived = 0;
+    b->state = (unsigned long long)n * CBP_BAR_MEMBER;
     b->generation = 0;
     b->sleepers = 0;
+}
+/* the threads still in the team (all n but those that left) */
+static int cbp_bar_members(cbp_bar *b) {
+#if defined(__GNUC__) || defined(__clang__)
+    return (int)(__atomic_load_n(&b->state, __ATOMIC_ACQUIRE) >> 32);
+#else
+    return (int)(b->state >> 32);
+#endif
+}
+/* A test hook: > 0, thread tid >= 1 of an epoch leaves its team after
+ * cbp_leave_after + tid - 1 batches whatever its waits; 0: off. */
+static long long cbp_leave_after = 0;
+static long long cbp_set_leave_after(long long n) {
+    long long old = cbp_leave_after;
+    cbp_leave_after = n;
+    return old;
+}
+/* threads that left their team (cbp_bar_leave) since the process began */
+static long long cbp_departures = 0;
+static long long cbp_departure_count(void) {
+#if defined(__GNUC__) || defined(__clang__)
+    return __atomic_load_n(&cbp_departures, __ATOMIC_RELAXED);
+#else
+    return cbp_departures;
+#endif
 }
 
 #if defined(_OPENMP) && defined(__linux__) && defined(__GNUC__)
@@ -167,6 +199,8 @@ static void cbp_bar_init(cbp_bar *b, int n) {
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <limits.h>
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -181,17 +215,92 @@ static long long cbp_now_ns(void) {
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
+/* Open barrier gen: called by the one thread whose arrival or departure
+ * made arrived equal members. Every other member waits in it, so none
+ * changes state before the new generation is seen. */
+static void cbp_bar_open(cbp_bar *b, int gen) {
+    __atomic_and_fetch(&b->state, ~CBP_BAR_ARRIVED, __ATOMIC_RELAXED);
+    __atomic_store_n(&b->generation, gen + 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&b->sleepers, __ATOMIC_SEQ_CST) > 0)
+        syscall(SYS_futex, &b->generation, FUTEX_WAKE_PRIVATE, INT_MAX,
+                NULL, NULL, 0);
+}
+static int cbp_bar_full(unsigned long long s) {
+    return (s & CBP_BAR_ARRIVED) != 0 && (s & CBP_BAR_ARRIVED) == (s >> 32);
+}
+/* Leave the team for the rest of the region: the later barriers wait for
+ * one thread fewer, and this one (if the others are all in it) opens.
+ * Returns 1: the caller must not wait at this barrier again. */
+static int cbp_bar_leave(cbp_bar *b) {
+    /* the current barrier cannot open before this thread arrives or
+     * leaves, so gen is still its generation */
+    int gen = __atomic_load_n(&b->generation, __ATOMIC_ACQUIRE);
+    __atomic_add_fetch(&cbp_departures, 1, __ATOMIC_RELAXED);
+    if (cbp_bar_full(__atomic_sub_fetch(&b->state, CBP_BAR_MEMBER,
+                                        __ATOMIC_ACQ_REL)))
+        cbp_bar_open(b, gen);
+    return 1;
+}
+/* The calling thread's time spent runnable but not running, in ns, from
+ * /proc/thread-self/schedstat (its second field); -1 where unreadable. */
+static long long cbp_runqueue_wait_ns(void) {
+    char buf[96];
+    long long run, wait;
+    ssize_t got;
+    int fd = open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    got = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (got <= 0) return -1;
+    buf[got] = 0;
+    if (sscanf(buf, "%lld %lld", &run, &wait) != 2) return -1;
+    return wait;
+}
+/* Whether thread tid of a team of nt leaves it after `batches` batches.
+ *
+ * On a machine whose other work takes one of two cores, the OS slices
+ * three threads over two CPUs: each of the team's threads waits for a
+ * CPU about 40 % of the time, and every barrier waits for the one that
+ * is off its CPU (an epoch 1.1-1.25x slower than n_jobs=1). One thread
+ * taking both shares runs as n_jobs=1 does, and no result changes: a
+ * share's work does not depend on who takes it (cbp_claim). So in a team
+ * of two, thread 1 leaves when it waited for a CPU a quarter or more of
+ * a window of at least CBP_WATCH_NS (on a quiet machine: under 5 %). It
+ * rejoins at the next region (epoch). Larger teams stay whole: there the
+ * shares of a thread that left make a second round for another, which
+ * is no better than waiting for it.
+ *
+ * The window is the thread's own (thread-local) and runs on across
+ * regions, so that short epochs cost no reading of /proc; it starts
+ * afresh after a departure. Time asleep between regions only lengthens
+ * it, which errs towards staying. */
+#define CBP_WATCH_NS 20000000LL
+static __thread long long cbp_watch_t0;   /* window start (ns); 0: none */
+static __thread long long cbp_watch_w0;   /* runqueue wait then (ns) */
+static int cbp_should_leave(int tid, int nt, long long batches) {
+    long long now, wait;
+    if (cbp_leave_after > 0)
+        return tid >= 1 && batches >= cbp_leave_after + tid - 1;
+    if (nt != 2 || tid != 1) return 0;
+    now = cbp_now_ns();
+    if (cbp_watch_t0 != 0 && now - cbp_watch_t0 < CBP_WATCH_NS) return 0;
+    wait = cbp_runqueue_wait_ns();
+    if (cbp_watch_t0 != 0 && wait >= 0 && cbp_watch_w0 >= 0
+            && 4 * (wait - cbp_watch_w0) >= now - cbp_watch_t0) {
+        cbp_watch_t0 = 0;
+        return 1;
+    }
+    cbp_watch_t0 = now;
+    cbp_watch_w0 = wait;
+    return 0;
+}
 static void cbp_bar_wait(cbp_bar *b) {
     int gen = __atomic_load_n(&b->generation, __ATOMIC_ACQUIRE);
     int i;
     long long until;
-    if (__atomic_add_fetch(&b->arrived, 1, __ATOMIC_ACQ_REL) == b->n) {
+    if (cbp_bar_full(__atomic_add_fetch(&b->state, 1, __ATOMIC_ACQ_REL))) {
         /* the last one in: open the barrier, wake the sleepers */
-        __atomic_store_n(&b->arrived, 0, __ATOMIC_RELAXED);
-        __atomic_store_n(&b->generation, gen + 1, __ATOMIC_SEQ_CST);
-        if (__atomic_load_n(&b->sleepers, __ATOMIC_SEQ_CST) > 0)
-            syscall(SYS_futex, &b->generation, FUTEX_WAKE_PRIVATE, INT_MAX,
-                    NULL, NULL, 0);
+        cbp_bar_open(b, gen);
         return;
     }
     until = cbp_now_ns() + cbp_spin_ns;
@@ -212,13 +321,22 @@ static void cbp_bar_wait(cbp_bar *b) {
                 NULL, 0);
     __atomic_sub_fetch(&b->sleepers, 1, __ATOMIC_SEQ_CST);
 }
-#elif defined(_OPENMP)
+#else
+/* OpenMP's barrier (or none, serially): every thread of the team waits
+ * at each, so none leaves */
+static int cbp_should_leave(int tid, int nt, long long batches) {
+    (void)tid; (void)nt; (void)batches;
+    return 0;
+}
+static int cbp_bar_leave(cbp_bar *b) { (void)b; return 0; }
+#if defined(_OPENMP)
 static void cbp_bar_wait(cbp_bar *b) {
     (void)b;
     #pragma omp barrier
 }
 #else
 static void cbp_bar_wait(cbp_bar *b) { (void)b; }
+#endif
 #endif
 
 #ifndef _OPENMP

@@ -7,7 +7,10 @@ cuts rows and parameters so that no result depends on the thread count:
 phase-1 row shares start at multiples of SPLIT_QUANTUM (``_part_q``),
 phase-2 shares are whole SPLIT_QUANTUM-row blocks of the weight matrices
 (``_block_share``), and sums over blocks are made in index order
-(``_sum_blocks``). Pending signals are checked between batches.
+(``_sum_blocks``). Pending signals are checked between batches. Shares
+go to whichever thread claims them first (``cbp_claim``), so a thread may
+also leave an epoch's team between batches (``cbp_bar_leave``) without
+changing a result.
 """
 
 from _types cimport Net, Team, SPLIT_QUANTUM
@@ -27,10 +30,15 @@ cdef extern from "_omp.h" nogil:
     Py_ssize_t cbp_atomic_read(const Py_ssize_t* p)
     Py_ssize_t cbp_claim(Py_ssize_t* p, Py_ssize_t limit)
     ctypedef struct cbp_bar:
-        int n
+        pass
     void cbp_bar_init(cbp_bar* b, int n)
     void cbp_bar_wait(cbp_bar* b)
+    int cbp_bar_members(cbp_bar* b)
+    int cbp_bar_leave(cbp_bar* b)
     long long cbp_set_spin_ns(long long ns)
+    int cbp_should_leave(int tid, int nt, long long batches)
+    long long cbp_set_leave_after(long long n)
+    long long cbp_departure_count()
 
 cdef extern from "Python.h":
     # declared without an exception value: the caller decides what to do

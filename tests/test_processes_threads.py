@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from scipy import sparse
 import threadpoolctl
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import InvalidParameterError
@@ -214,6 +215,78 @@ def test_barriers_that_sleep_at_once_train_the_same_weights(
                     sleeping.coefs_ + sleeping.intercepts_):
         np.testing.assert_array_equal(a, b)
     assert spinning.loss_ == sleeping.loss_
+
+
+@pytest.fixture
+def leave_after():
+    """Set the core's leave-after hook (batches) for one test; restored after."""
+    previous = []
+
+    def set_after(batches):
+        previous.append(_core.set_leave_after(batches))
+
+    yield set_after
+    if previous:
+        _core.set_leave_after(previous[0])
+
+
+def test_leave_after_rejects_a_negative_count():
+    with pytest.raises(ValueError, match="batches must be >= 0"):
+        _core.set_leave_after(-1)
+
+
+# the core's own barrier (Linux futexes) lets a thread leave; OpenMP's does not
+can_leave = _core.openmp_enabled() and sys.platform.startswith("linux")
+
+
+def _leave_case(case):
+    """Data and fit settings of one case of the leaving test."""
+    X, y = _data(n=900, d=20)
+    kw = dict(hidden_layer_sizes=(100, 60), max_iter=3, batch_size=150,
+              random_state=0)
+    fit = {}
+    if case == "unshuffled":
+        kw["shuffle"] = False
+    elif case == "sparse":
+        X = sparse.csr_matrix(np.where(np.abs(X) > 1, X, 0.0))
+    elif case == "dropout":
+        kw["dropout"] = 0.2
+    elif case == "zero-weight batch":
+        # the first batch weighs nothing and is skipped: phase 2's shares
+        # are counted over the batches that have one
+        kw["shuffle"] = False
+        fit["sample_weight"] = np.r_[np.zeros(150), np.ones(750)]
+    return X, y, kw, fit
+
+
+@pytest.mark.skipif(not can_leave, reason="only the core's own barrier lets threads leave")
+@pytest.mark.parametrize("case", ["shuffled", "unshuffled", "sparse", "dropout",
+                                  "zero-weight batch"])
+@pytest.mark.parametrize("n_jobs", [2, 3, 5])
+def test_threads_that_leave_the_team_change_no_weight(
+        case, n_jobs, leave_after, more_threads_than_cpus):
+    """A thread the OS keeps off its CPU leaves an epoch's team between
+    batches and the others take its shares (``cbp_should_leave``). Made to
+    leave early or late, one by one until thread 0 is alone, the threads
+    must leave the weights and losses as they are with the whole team, bit
+    for bit."""
+    X, y, kw, fit = _leave_case(case)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        whole = MLPClassifier(n_jobs=n_jobs, **kw).fit(X, y, **fit)
+        for after in (1, 4):
+            leave_after(after)
+            before = _core.departures()
+            left = MLPClassifier(n_jobs=n_jobs, **kw).fit(X, y, **fit)
+            # 6 batches per epoch: every thread but thread 0 leaves in
+            # each of the 3 epochs (after 4: thread 1 and, with 3 or more
+            # threads, thread 2; the last batch has no "after")
+            expected = 3 * min(n_jobs - 1, 6 - after)
+            assert _core.departures() - before == expected
+            for a, b in zip(whole.coefs_ + whole.intercepts_,
+                            left.coefs_ + left.intercepts_):
+                np.testing.assert_array_equal(a, b)
+            assert whole.loss_curve_ == left.loss_curve_
 
 
 # ---------------------------------------------------------------------------
