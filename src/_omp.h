@@ -265,18 +265,21 @@ static long long cbp_runqueue_wait_ns(void) {
  * taking both shares runs as n_jobs=1 does, and no result changes: a
  * share's work does not depend on who takes it (cbp_claim). So in a team
  * of two, thread 1 leaves when it waited for a CPU a quarter or more of
- * a window of at least CBP_WATCH_NS (on a quiet machine: under 5 %). It
- * rejoins at the next region (epoch). Larger teams stay whole: there the
- * shares of a thread that left make a second round for another, which
- * is no better than waiting for it.
+ * each of two windows in a row of at least CBP_WATCH_NS (on a quiet
+ * machine: under 5 %; two, so that a burst such as another library's
+ * threads spinning down does not decide alone). It rejoins at the next
+ * region (epoch), where one such window suffices to leave again. Larger
+ * teams stay whole: there the shares of a thread that left make a second
+ * round for another, which is no better than waiting for it.
  *
  * The window is the thread's own (thread-local) and runs on across
- * regions, so that short epochs cost no reading of /proc; it starts
- * afresh after a departure. Time asleep between regions only lengthens
- * it, which errs towards staying. */
+ * regions, so that short epochs cost no reading of /proc (5 us); it
+ * starts afresh after a departure. Time asleep between regions only
+ * lengthens it, which errs towards staying. */
 #define CBP_WATCH_NS 20000000LL
 static __thread long long cbp_watch_t0;   /* window start (ns); 0: none */
 static __thread long long cbp_watch_w0;   /* runqueue wait then (ns) */
+static __thread int cbp_watch_strikes;    /* windows in a row over 1/4 */
 static int cbp_should_leave(int tid, int nt, long long batches) {
     long long now, wait;
     if (cbp_leave_after > 0)
@@ -285,10 +288,17 @@ static int cbp_should_leave(int tid, int nt, long long batches) {
     now = cbp_now_ns();
     if (cbp_watch_t0 != 0 && now - cbp_watch_t0 < CBP_WATCH_NS) return 0;
     wait = cbp_runqueue_wait_ns();
-    if (cbp_watch_t0 != 0 && wait >= 0 && cbp_watch_w0 >= 0
-            && 4 * (wait - cbp_watch_w0) >= now - cbp_watch_t0) {
-        cbp_watch_t0 = 0;
-        return 1;
+    if (cbp_watch_t0 != 0) {
+        if (wait >= 0 && cbp_watch_w0 >= 0
+                && 4 * (wait - cbp_watch_w0) >= now - cbp_watch_t0) {
+            if (++cbp_watch_strikes >= 2) {
+                cbp_watch_t0 = 0;
+                cbp_watch_strikes = 1;
+                return 1;
+            }
+        } else {
+            cbp_watch_strikes = 0;
+        }
     }
     cbp_watch_t0 = now;
     cbp_watch_w0 = wait;
