@@ -1171,7 +1171,13 @@ def run_workload(workload, libraries, args, results):
     """Measure one workload and append its rows to ``results``."""
     print(f"running {workload.describe()}", flush=True)
     if workload.kind == "train":
+        before = cbp_departures()
         results["train"] += measure_training(workload, libraries, args)
+        left = None if before is None else cbp_departures() - before
+        if left and not args.peer_as_cbp:
+            # nothing else runs here: the machine's other work took a CPU
+            results["notes"].append(f"{workload.name}: a thread left cbp's team "
+                                    f"in {left} epochs")
     elif workload.kind == "predict":
         results["predict"] += measure_prediction(workload, libraries, args)
     elif workload.kind == "busy":
