@@ -176,17 +176,24 @@ def test_cpu_count_hook_lets_tests_run_more_threads_than_cpus(more_threads_than_
     assert _core.thread_cap(more_threads_than_cpus + 1) == more_threads_than_cpus
 
 
+def _restored(setter):
+    """Fixture body: yield a function that sets one of the core's test
+    hooks through ``setter`` (which returns the previous value); the first
+    previous value is set back after the test."""
+    previous = []
+
+    def set_value(value):
+        previous.append(setter(value))
+
+    yield set_value
+    if previous:
+        setter(previous[0])
+
+
 @pytest.fixture
 def barrier_spin():
     """Set the core's barrier spin (ns) for one test; restored after."""
-    previous = []
-
-    def set_spin(ns):
-        previous.append(_core.set_barrier_spin(ns))
-
-    yield set_spin
-    if previous:
-        _core.set_barrier_spin(previous[0])
+    yield from _restored(_core.set_barrier_spin)
 
 
 def test_barrier_spin_rejects_a_negative_time():
@@ -220,14 +227,7 @@ def test_barriers_that_sleep_at_once_train_the_same_weights(
 @pytest.fixture
 def leave_after():
     """Set the core's leave-after hook (batches) for one test; restored after."""
-    previous = []
-
-    def set_after(batches):
-        previous.append(_core.set_leave_after(batches))
-
-    yield set_after
-    if previous:
-        _core.set_leave_after(previous[0])
+    yield from _restored(_core.set_leave_after)
 
 
 def test_leave_after_rejects_a_negative_count():
