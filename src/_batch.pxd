@@ -136,7 +136,6 @@ cdef inline void _epoch_thread(const Net* net, const Optim* opt, const EpochArgs
     cdef floating* Xn
     cdef floating* Yn
     cdef floating* swn
-    cdef long long batches = 0
     if shuffled:
         # the first batch's rows, split evenly
         nb = min(rows, n_total)
@@ -215,9 +214,9 @@ cdef inline void _epoch_thread(const Net* net, const Optim* opt, const EpochArgs
         start = start + nb
         base = base + nt
         par = 1 - par
-        batches = batches + 1
         if shared[4] != 0:
             break
-        if (start < n_total and cbp_should_leave(tid, nt, batches)
+        # base // nt: the batches done
+        if (start < n_total and cbp_should_leave(tid, nt, base // nt)
                 and cbp_bar_leave(a.bar)):
             break
